@@ -1,0 +1,122 @@
+"""Training throughput and peak memory of each encoder, batched vs one video at a time.
+
+Each measurement runs in a fresh process so its peak memory is its own (CPU: peak RSS growth of
+that process; GPU: ``torch.cuda.max_memory_allocated``). The model is paper 004's visual branch
+(546-d holistic + AU frames) with the chosen encoder at its paper size and the concat head; a
+training step is forward + L2 loss + backward + AdamW step. "loop" feeds the same videos one at a
+time without padding, as paper 004's public code does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+
+PAPER_ENCODERS = {
+    "gru_transformer": {"hidden": 256, "gru_layers": 2, "blocks": 4, "heads": 4, "dropout": 0.2},
+    "masked_rnn": {"hidden": 128, "max_len": 480, "fc_dim": 32},
+    "lstm": {"hidden": 128, "layers": 2},
+    "mean_pool": {"hidden": 256},
+}
+IN_DIM = 546
+
+
+def _measure(encoder: str, length: int, mode: str, batch: int, steps: int, loop_videos: int, device: str, precision: str, threads: int) -> dict:
+    import torch
+
+    from eri.models import create_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = create_model(
+        [{"name": "visual", "streams": ["v"], "encoder": {"name": encoder, **PAPER_ENCODERS[encoder]}}],
+        {"name": "concat"},
+        {"v": IN_DIM},
+    ).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.5)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(int(0.66 * length), length + 1, (batch,), generator=g)
+    x = torch.randn(batch, length, IN_DIM, generator=g)
+    y = torch.rand(batch, 7, generator=g)
+    x, y, lengths = x.to(dev), y.to(dev), lengths.to(dev)
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+    def step(xb, lb, yb):
+        with torch.autocast(**amp):
+            pred = model({"v": xb}, {"v": lb})
+        loss = ((pred.float() - yb) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    if mode == "batched":
+        step(x, lengths, y)  # warm-up
+        sync()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(x, lengths, y)
+        sync()
+        videos, seconds = steps * batch, time.perf_counter() - t
+    else:
+        n = min(loop_videos, batch)
+        step(x[:1, : lengths[0]], lengths[:1], y[:1])
+        sync()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for i in range(n):
+            step(x[i : i + 1, : lengths[i]], lengths[i : i + 1], y[i : i + 1])
+        sync()
+        videos, seconds = n, time.perf_counter() - t
+    if dev.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:  # ru_maxrss is in KiB on Linux; growth over the process's state before the timed steps
+        peak_mb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0, 0) / 1024
+    return {"videos_per_s": videos / seconds, "peak_mem_mb": peak_mb}
+
+
+def run_one(**kw) -> dict:
+    """Measure in a fresh process (own peak memory, no state carried between runs)."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_measure, kwds=kw)
+
+
+def train_throughput(
+    encoders=tuple(PAPER_ENCODERS),
+    lengths=(150, 300, 450),
+    batch: int = 32,
+    steps: int = 2,
+    loop_videos: int = 8,
+    device: str = "cpu",
+    precision: str = "32-true",
+    threads: int = 0,
+    progress=print,
+) -> list[dict]:
+    rows = []
+    for enc in encoders:
+        for length in lengths:
+            common = dict(encoder=enc, length=length, batch=batch, steps=steps, loop_videos=loop_videos,
+                          device=device, precision=precision, threads=threads)
+            b = run_one(mode="batched", **common)
+            lp = run_one(mode="loop", **common)
+            row = {
+                "encoder": enc, "frames": length, "batch": batch, "device": device, "precision": precision,
+                "batched_videos_per_s": round(b["videos_per_s"], 2), "loop_videos_per_s": round(lp["videos_per_s"], 2),
+                "speedup": round(b["videos_per_s"] / lp["videos_per_s"], 2),
+                "batched_peak_mem_mb": round(b["peak_mem_mb"], 1), "loop_peak_mem_mb": round(lp["peak_mem_mb"], 1),
+            }
+            rows.append(row)
+            if progress:
+                progress(f"  {enc:<16} T={length:<4} batched {row['batched_videos_per_s']:>8.2f} v/s   loop {row['loop_videos_per_s']:>7.2f} v/s   x{row['speedup']}")
+    return rows

@@ -1,0 +1,222 @@
+"""From a dataset root to padded batches: manifest + feature source -> Dataset -> collate.
+
+A batch is ``{"index": (B,), "x": {stream: (B, T_max, D)}, "lengths": {stream: (B,)}, "y": (B, 7)}``;
+each stream is padded to its own longest sample, so streams of different lengths in one video
+(frames at the video's fps, audio tokens at ~2/s) are normal.
+
+Invalid-video policy (paper 004, section 5.4): frames without a face are dropped; a video with
+fewer than ``min_valid_frames`` valid frames in a per-frame stream (or no step at all in another
+stream, e.g. a video without audio) is left out of training and, at evaluation, is predicted with
+the mean training label, so it still counts in the split's PCC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from eri.constants import EMOTIONS, SPLITS
+from eri.data.labels import read_manifest
+from eri.data.store import StoreError, open_features
+
+_SPEC = re.compile(r"^(?P<name>[\w.-]+)(\[(?P<start>\d*):(?P<stop>\d*)\])?$")
+
+
+def parse_stream(spec: str) -> tuple[str, slice]:
+    """``"au"`` -> ("au", all columns); ``"au[0:17]"`` -> ("au", columns 0..16) (intensities only)."""
+    m = _SPEC.match(spec)
+    if not m:
+        raise ValueError(f"bad stream spec '{spec}': expected NAME or NAME[start:stop]")
+    start, stop = m["start"], m["stop"]
+    return m["name"], slice(int(start) if start else None, int(stop) if stop else None)
+
+
+@dataclass
+class SplitInfo:
+    """Everything about one split the task needs to score it as a whole."""
+
+    ids: list[str]  # every video of the split, in manifest order
+    labels: np.ndarray  # (N, 7), NaN where unlabeled
+    usable: np.ndarray  # (N,) bool: passes the invalid-video policy
+
+    @property
+    def labeled(self) -> bool:
+        return len(self.ids) > 0 and not np.isnan(self.labels).any()
+
+
+class VideoFeatures(Dataset):
+    """The usable videos of one split; item ``i`` is one video, all requested streams."""
+
+    def __init__(self, arrays: dict[str, list[np.ndarray]], labels: np.ndarray, positions: np.ndarray):
+        self.arrays, self.labels, self.positions = arrays, labels, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "index": int(self.positions[i]),
+            "x": {s: torch.from_numpy(a[i]) for s, a in self.arrays.items()},
+            "y": torch.from_numpy(self.labels[i]),
+        }
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffle drawn from ``seed + epoch``: the order of epoch k is the same whether the run went
+    straight through or resumed from a checkpoint (Lightning calls ``set_epoch``; under DDP it
+    swaps in its DistributedSampler, which seeds the same way)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(np.random.default_rng(self.seed + self.epoch).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad each stream to its longest member; keep the true lengths (float16 store -> float32)."""
+    streams = items[0]["x"].keys()
+    return {
+        "index": torch.tensor([it["index"] for it in items]),
+        "x": {s: pad_sequence([it["x"][s] for it in items], batch_first=True).float() for s in streams},
+        "lengths": {s: torch.tensor([len(it["x"][s]) for it in items]) for s in streams},
+        "y": torch.stack([it["y"] for it in items]).float(),
+    }
+
+
+class ERIDataModule(L.LightningDataModule):
+    """Reads a dataset root (ABAW5 or MuSe 2022 layout) and serves the streams a model asks for."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        streams: list[str],
+        layout: str = "auto",
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        drop_invalid_frames: bool = True,
+        min_valid_frames: int = 50,
+        frame_stride: int = 1,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.root, self.layout, self.streams = Path(root), layout, list(dict.fromkeys(streams))
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.seed, self.progress = num_workers, seed, progress
+        self.drop_invalid_frames, self.min_valid_frames, self.frame_stride = (
+            drop_invalid_frames,
+            min_valid_frames,
+            frame_stride,
+        )
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+        self.splits: dict[str, SplitInfo] = {}
+        self.datasets: dict[str, VideoFeatures] = {}
+        self.train_mean: np.ndarray | None = None
+        self.stream_dims: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        manifest = read_manifest(self.root, self.layout)
+        source = open_features(self.root)
+        parsed = {spec: parse_stream(spec) for spec in self.streams}
+        metas = {name: source.meta(name) for name, _ in parsed.values()}
+        self._check_coverage(manifest, source, {name for name, _ in parsed.values()})
+        train = manifest[manifest["split"] == "train"]
+        unlabeled = train["File_ID"][train[list(EMOTIONS)].isna().any(axis=1)]
+        if len(unlabeled):
+            raise ValueError(
+                f"{self.root}: {len(unlabeled)} training video(s) have no labels (e.g. {list(unlabeled[:5])}); "
+                "training needs every train row labeled"
+            )
+
+        for split in SPLITS:
+            rows = manifest[manifest["split"] == split]
+            ids = rows["File_ID"].tolist()
+            arrays: dict[str, list[np.ndarray]] = {spec: [] for spec in self.streams}
+            usable = np.ones(len(ids), bool)
+            it = tqdm(ids, desc=f"loading {split} features", disable=not self.progress or not ids, leave=False)
+            for k, vid in enumerate(it):
+                for spec, (name, cols) in parsed.items():
+                    feats, valid = source.load(name, vid)
+                    per_frame = metas[name].get("rate") == "frame"
+                    need = self.min_valid_frames if per_frame else 1  # counted at the native frame rate
+                    if int(valid.sum()) < need:
+                        usable[k] = False
+                    if per_frame and self.frame_stride > 1:
+                        feats, valid = feats[:: self.frame_stride], valid[:: self.frame_stride]
+                    if self.drop_invalid_frames:
+                        feats = feats[valid]
+                    feats = np.ascontiguousarray(feats[:, cols])
+                    arrays[spec].append(feats)
+                    if len(feats) == 0:
+                        usable[k] = False
+            labels = rows[list(EMOTIONS)].to_numpy(np.float32)
+            self.splits[split] = SplitInfo(ids, labels, usable)
+            keep = np.flatnonzero(usable)
+            self.datasets[split] = VideoFeatures(
+                {s: [a[k] for k in keep] for s, a in arrays.items()}, labels[keep], keep
+            )
+            for spec, a in arrays.items():
+                if a:
+                    self.stream_dims[spec] = a[0].shape[1]
+
+        train_info = self.splits["train"]
+        if not train_info.usable.any():
+            raise ValueError(f"{self.root}: no usable training video (all have < {self.min_valid_frames} valid frames)")
+        self.train_mean = train_info.labels[train_info.usable].mean(axis=0)
+        for spec, (name, _) in parsed.items():
+            self.stream_dims.setdefault(spec, int(metas[name]["dim"]))
+
+    def _check_coverage(self, manifest: pd.DataFrame, source, names: set[str]) -> None:
+        for name in sorted(names):
+            have = set(source.index(name)["File_ID"].astype(str))
+            missing = sorted(set(manifest["File_ID"]) - have)
+            if missing:
+                raise StoreError(
+                    f"{self.root}: {len(missing)} video(s) in the label file have no '{name}' features "
+                    f"(e.g. {missing[:5]}); extract them or remove the rows"
+                )
+
+    # ------------------------------------------------------------ dataloaders
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.datasets[split]
+        return DataLoader(
+            data,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=EpochShuffle(len(data), self.seed) if train else None,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_loader(self, split: str) -> DataLoader:
+        return self._loader(split, False)

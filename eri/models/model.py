@@ -1,0 +1,91 @@
+"""The whole video-level model: branches (streams -> encoder) -> fusion (with its head).
+
+A branch concatenates one or more per-step streams of the same rate (paper 004 feeds holistic and
+AU features, 546-d per frame, to one visual encoder) and encodes them into one summary.
+``create_model(branches, fusion, stream_dims)`` builds it from plain config dicts, checking every
+key against the chosen component's signature so a typo is an error that lists the valid keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from eri.models.encoders import ENCODERS
+from eri.models.fusion import FUSIONS
+
+
+class ConfigKeyError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+def build(registry: dict, kind: str, spec: dict, **fixed):
+    """Instantiate ``registry[spec['name']]`` with the rest of ``spec`` plus ``fixed`` arguments."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in registry:
+        raise ConfigKeyError(f"unknown {kind} '{name}'; valid: {sorted(registry)}")
+    cls = registry[name]
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *fixed)]
+    unknown = sorted(set(spec) - set(params))
+    if unknown:
+        raise ConfigKeyError(f"unknown key(s) {unknown} for {kind} '{name}'; valid keys: {['name', *params]}")
+    return cls(**fixed, **spec)
+
+
+class Branch(nn.Module):
+    def __init__(self, streams: list[str], encoder: nn.Module):
+        super().__init__()
+        self.streams, self.encoder = list(streams), encoder
+
+    def inputs(self, x: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]):
+        first = self.streams[0]
+        for s in self.streams[1:]:
+            if not torch.equal(lengths[s], lengths[first]):
+                raise ValueError(f"streams {self.streams} in one branch must have the same steps per video")
+        feats = x[first] if len(self.streams) == 1 else torch.cat([x[s] for s in self.streams], dim=-1)
+        return feats, lengths[first]
+
+    def forward(self, x, lengths) -> torch.Tensor:
+        return self.encoder(*self.inputs(x, lengths))
+
+
+class ERIModel(nn.Module):
+    """``forward(x, lengths)`` with per-stream padded tensors -> (B, 7) intensities in [0, 1]."""
+
+    def __init__(self, branches: dict[str, Branch], fusion: nn.Module):
+        super().__init__()
+        self.branches = nn.ModuleDict(branches)
+        self.fusion = fusion
+
+    @property
+    def streams(self) -> list[str]:
+        return list(dict.fromkeys(s for b in self.branches.values() for s in b.streams))
+
+    def forward(self, x: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fusion({name: b(x, lengths) for name, b in self.branches.items()})
+
+    def routing_masks(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        return [m for b in self.branches.values() if hasattr(b.encoder, "routing_masks") for m in b.encoder.routing_masks()]
+
+
+def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int]) -> ERIModel:
+    """Build from config: ``branches`` = [{name, streams, encoder: {name, ...}}], ``fusion`` = {name, ...}."""
+    built = {}
+    for i, spec in enumerate(branches):
+        spec = dict(spec)
+        unknown = sorted(set(spec) - {"name", "streams", "encoder"})
+        if unknown:
+            raise ConfigKeyError(f"unknown key(s) {unknown} in model.branches[{i}]; valid keys: ['name', 'streams', 'encoder']")
+        name = spec.get("name") or f"branch{i}"
+        streams = list(spec["streams"])
+        missing = [s for s in streams if s not in stream_dims]
+        if missing:
+            raise ConfigKeyError(f"branch '{name}' uses unknown stream(s) {missing}; available: {sorted(stream_dims)}")
+        encoder = build(ENCODERS, "encoder", spec["encoder"], in_dim=sum(stream_dims[s] for s in streams))
+        built[name] = Branch(streams, encoder)
+    fusion_module = build(FUSIONS, "fusion", fusion, in_dims={n: b.encoder.out_dim for n, b in built.items()})
+    return ERIModel(built, fusion_module)

@@ -1,0 +1,46 @@
+"""Training losses over a batch of (B, 7) predictions and labels, and weighted sums of them.
+
+``l2``: mean squared error (paper 004). ``pcc``: 1 - Pearson r per emotion, averaged (paper 000).
+``ccc``: 1 - Lin's concordance correlation per emotion, averaged. The correlation losses are
+batch statistics, so they need batches of a few videos at least (paper 000 uses 4).
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-8
+
+
+def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((pred - target) ** 2)
+
+
+def pcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p, t = pred - pred.mean(0), target - target.mean(0)
+    r = (p * t).sum(0) / (p.pow(2).sum(0).sqrt() * t.pow(2).sum(0).sqrt() + EPS)
+    return 1 - r.mean()
+
+
+def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    pm, tm = pred.mean(0), target.mean(0)
+    cov = ((pred - pm) * (target - tm)).mean(0)
+    ccc = 2 * cov / (pred.var(0, unbiased=False) + target.var(0, unbiased=False) + (pm - tm) ** 2 + EPS)
+    return 1 - ccc.mean()
+
+
+LOSSES = {"l2": l2_loss, "pcc": pcc_loss, "ccc": ccc_loss}
+
+
+class WeightedLoss:
+    """``{"l2": 1.0, "pcc": 0.5}`` -> sum of the weighted terms; terms also returned for logging."""
+
+    def __init__(self, weights: dict[str, float]):
+        unknown = sorted(set(weights) - set(LOSSES))
+        if unknown or not weights:
+            raise KeyError(f"unknown loss term(s) {unknown or '(none given)'}; valid: {sorted(LOSSES)}")
+        self.weights = {k: float(v) for k, v in weights.items() if float(v) != 0.0}
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = {k: LOSSES[k](pred, target) for k in self.weights}
+        return sum(w * terms[k] for k, w in self.weights.items()), terms

@@ -1,0 +1,137 @@
+"""The ERI task: a thin LightningModule that owns the loss, the optimiser, routing and the metric.
+
+The model is a plain ``nn.Module`` (see `eri.models`); this wrapper adds what training needs:
+- split-level scoring: each rank keeps its predictions with their dataset positions, they are
+  gathered from all ranks at epoch end, de-duplicated (the distributed sampler repeats a few
+  videos to even out ranks), completed with the training-label mean for videos that failed the
+  invalid-video policy, and only then scored;
+- routing (paper 000): parameters the model marks as routed keep their values and optimiser state
+  through the optimiser step.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from eri.training.losses import WeightedLoss
+from eri.training.metrics import score
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+class ERITask(L.LightningModule):
+    def __init__(self, model: nn.Module, loss: dict, optim: dict):
+        super().__init__()
+        self.model = model
+        self.loss = WeightedLoss(loss)
+        self.optim = dict(optim)
+        self.results: dict[str, dict] = {}  # split -> {"pred": (N, 7) all videos, "score": {...} or None}
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._routing_snapshot: list = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["x"], batch["lengths"])
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self(batch)
+        loss, terms = self.loss(pred, batch["y"])
+        bs = len(batch["y"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        if len(terms) > 1:
+            self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_epoch=True, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):
+        cfg = dict(self.optim)
+        name = cfg.pop("name")
+        step, gamma = cfg.pop("lr_step_epochs"), cfg.pop("lr_gamma")
+        if name not in OPTIMIZERS:
+            raise KeyError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
+        opt = OPTIMIZERS[name](self.parameters(), **cfg)
+        if not step:
+            return opt
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the RNG states so a resumed run draws the same dropout masks as an uninterrupted one."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # tensors and primitives only: checkpoints stay weights_only-loadable
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
+            rng = checkpoint["rng_states"]
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            version, state, gauss = rng["python"]
+            random.setstate((version, tuple(state), gauss))
+
+    # ----------------------------------------------------------------- routing
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """After backward, before the update: remember the routed entries and their optimiser state."""
+        self._routing_snapshot = []
+        for param, keep in self.model.routing_masks():
+            if self.trainer.world_size > 1:  # the batch is the union of the ranks' batches
+                keep = self.all_gather(keep).all(dim=0)
+            state = {k: v[keep].clone() for k, v in optimizer.state.get(param, {}).items() if _same_shape(v, param)}
+            self._routing_snapshot.append((param, keep, param.detach()[keep].clone(), state))
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        with torch.no_grad():
+            for param, keep, values, state in self._routing_snapshot:
+                param[keep] = values
+                for k, v in optimizer.state.get(param, {}).items():
+                    if _same_shape(v, param):  # moments created by this very step start from zero
+                        v[keep] = state[k] if k in state else 0
+        self._routing_snapshot = []
+
+    # -------------------------------------------------------------- evaluation
+    def _collect(self, batch: dict) -> None:
+        self._outputs.append((batch["index"], self(batch).detach()))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_split("test")
+
+    def _finish_split(self, split: str) -> None:
+        dm = self.trainer.datamodule
+        info = dm.splits[split]
+        if self._outputs:
+            index = torch.cat([i for i, _ in self._outputs]).to(self.device)
+            pred = torch.cat([p for _, p in self._outputs])
+        else:
+            index, pred = torch.zeros(0, dtype=torch.long, device=self.device), torch.zeros(0, 7, device=self.device)
+        self._outputs = []
+        if self.trainer.world_size > 1:
+            index, pred = self.all_gather(index).reshape(-1), self.all_gather(pred).reshape(-1, pred.shape[-1])
+        full = np.tile(dm.train_mean.astype(np.float64), (len(info.ids), 1))
+        full[index.cpu().numpy()] = pred.double().cpu().numpy()  # duplicates carry identical values
+        result = {"pred": full, "score": score(full, info.labels) if info.labeled and len(full) > 1 else None}
+        self.results[split] = result
+        if result["score"] is not None:
+            self.log(f"{split}/mean_pcc", result["score"]["mean_pcc"], prog_bar=True, sync_dist=False)
+
+
+def _same_shape(v, param) -> bool:
+    return torch.is_tensor(v) and v.shape == param.shape

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Benchmarks that print numbers (speed targets are checked here, not in timed tests).
+
+  python tools/benchmark.py train [--lengths 150 300 450] [--batch 32] [--precision 32-true|bf16-mixed]
+      training throughput (videos/s) and peak memory per encoder, batched vs one video at a time
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from eri.bench import PAPER_ENCODERS, train_throughput  # noqa: E402
+from eri.data.store import atomic_write_text  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("train", help="training throughput per encoder and video length")
+    t.add_argument("--encoders", nargs="+", default=list(PAPER_ENCODERS), choices=list(PAPER_ENCODERS))
+    t.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 450], help="frames per video (max; min is 2/3 of it)")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--steps", type=int, default=2, help="timed batched steps")
+    t.add_argument("--loop-videos", type=int, default=8, help="timed one-at-a-time videos")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    t.add_argument("--out", default="benchmarks/out/train_throughput.csv")
+    args = p.parse_args(argv)
+
+    print(f"training throughput, {args.device}, {args.precision}, batch {args.batch}")
+    rows = train_throughput(args.encoders, args.lengths, args.batch, args.steps, args.loop_videos,
+                            args.device, args.precision, args.threads)
+    df = pd.DataFrame(rows)
+    atomic_write_text(Path(args.out), df.to_csv(index=False))
+    print("\n" + df.to_markdown(index=False))
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Re-score a finished run's best checkpoint: python tools/evaluate.py --run RUN_DIR [key=value ...]
+
+Prints the per-emotion table; overrides such as trainer.devices=2 trainer.strategy=ddp evaluate on
+several processes (the split-level PCC is computed over all ranks' predictions).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eri.config import parse_override  # noqa: E402
+from eri.training.metrics import format_table  # noqa: E402
+from eri.training.run import evaluate  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run directory written by tools/train.py")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    args = p.parse_args(argv)
+    scores = evaluate(args.run, overrides=dict(parse_override(o) for o in args.overrides))
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        print(format_table(scores))
+        if args.json:
+            Path(args.json).write_text(json.dumps(scores, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
