@@ -120,3 +120,63 @@ def train_throughput(
             if progress:
                 progress(f"  {enc:<16} T={length:<4} batched {row['batched_videos_per_s']:>8.2f} v/s   loop {row['loop_videos_per_s']:>7.2f} v/s   x{row['speedup']}")
     return rows
+
+
+# ----------------------------------------------------------------------------- demo comparisons
+_DEMO_ENC = {"name": "gru_transformer", "hidden": 64, "gru_layers": 1, "blocks": 2, "heads": 4, "dropout": 0.1, "ff_dim": 128}
+_MEAN_ENC = {"name": "mean_pool", "hidden": 64}
+
+
+def _branches(streams_per_branch: dict[str, list[str]], encoder: dict) -> str:
+    items = ", ".join(f"{{name: {b}, streams: [{', '.join(s)}], encoder: {_flow(encoder)}}}" for b, s in streams_per_branch.items())
+    return f"model.branches=[{items}]"
+
+
+def _flow(d: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in d.items()) + "}"
+
+
+# (row name, config file, overrides): what the demo's claims rest on, all on the same data
+DEMO_VARIANTS = [
+    ("fusion, regression token (demo)", "configs/demo.yaml", []),
+    ("fusion, masked mean pooling", "configs/demo.yaml", [_branches({"visual": ["holistic", "au"], "audio": ["audio"]}, _MEAN_ENC)]),
+    ("fusion of all 4 streams, regression token", "configs/demo.yaml",
+     [_branches({"visual": ["holistic", "au"], "audio": ["audio"], "mma": ["mma"]}, _DEMO_ENC)]),
+    ("holistic only", "configs/demo.yaml", [_branches({"visual": ["holistic"]}, _DEMO_ENC)]),
+    ("au only", "configs/demo.yaml", [_branches({"visual": ["au"]}, _DEMO_ENC)]),
+    ("audio only", "configs/demo.yaml", [_branches({"audio": ["audio"]}, _DEMO_ENC)]),
+    ("mma only", "configs/demo.yaml", [_branches({"mma": ["mma"]}, _DEMO_ENC)]),
+    ("mma, masked RNN + routing (paper 000)", "configs/mma_mrnnet.yaml", []),
+    ("mma, masked mean pooling", "configs/mma_mrnnet.yaml", [_branches({"mma": ["mma"]}, _MEAN_ENC)]),
+]
+
+
+def demo_comparison(out_dir: str, extra: list[str] = (), variants=None, progress=print) -> list[dict]:
+    """Train each variant (cached: a finished run dir is re-read, not retrained) and collect its scores."""
+    import json
+    from pathlib import Path
+
+    from eri.config import load_config
+    from eri.training.run import train
+
+    rows = []
+    for i, (name, config, overrides) in enumerate(variants or DEMO_VARIANTS):
+        out = Path(out_dir) / f"{i:02d}"
+        done = out / "metrics.json"
+        if done.exists():
+            metrics = json.loads(done.read_text())
+        else:
+            cfg = load_config(config, [*overrides, f"out={out}", "trainer.progress_bar=false", *extra])
+            t = time.perf_counter()
+            metrics = train(cfg)
+            metrics["train_seconds"] = round(time.perf_counter() - t, 1)
+            done.write_text(json.dumps(metrics, indent=2))
+        row = {"variant": name, "config": config, "val_mean_pcc": round(metrics["val"]["mean_pcc"], 4),
+               "test_mean_pcc": round(metrics["test"]["mean_pcc"], 4)}
+        if "ceiling" in metrics:
+            row["test_of_ceiling"] = round(metrics["test"]["mean_pcc"] / metrics["ceiling"]["test"], 3)
+        row["train_seconds"] = metrics.get("train_seconds")
+        rows.append(row)
+        if progress:
+            progress(f"  {name:<40} val {row['val_mean_pcc']:.4f}  test {row['test_mean_pcc']:.4f}")
+    return rows

@@ -3,6 +3,9 @@
 
   python tools/benchmark.py train [--lengths 150 300 450] [--batch 32] [--precision 32-true|bf16-mixed]
       training throughput (videos/s) and peak memory per encoder, batched vs one video at a time
+  python tools/benchmark.py demo [--out runs/demo-comparison] [key=value ...]
+      trains the demo model and its variants (mean pooling, each single stream, masked RNN vs mean
+      pooling) on hume-small and writes the comparison table the README quotes
 """
 
 import argparse
@@ -13,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from eri.bench import PAPER_ENCODERS, train_throughput  # noqa: E402
+from eri.bench import PAPER_ENCODERS, demo_comparison, train_throughput  # noqa: E402
 from eri.data.store import atomic_write_text  # noqa: E402
 
 
@@ -30,7 +33,16 @@ def main(argv=None) -> int:
     t.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     t.add_argument("--out", default="benchmarks/out/train_throughput.csv")
+    d = sub.add_parser("demo", help="demo model vs its variants on hume-small (trains 8 models)")
+    d.add_argument("--out", default="runs/demo-comparison", help="run dirs; finished variants are not retrained")
+    d.add_argument("overrides", nargs="*", help="key=value overrides applied to every variant")
     args = p.parse_args(argv)
+
+    if args.what == "demo":
+        df = pd.DataFrame(demo_comparison(args.out, args.overrides))
+        atomic_write_text(Path(args.out) / "comparison.csv", df.to_csv(index=False))
+        print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}/comparison.csv")
+        return 0
 
     print(f"training throughput, {args.device}, {args.precision}, batch {args.batch}")
     rows = train_throughput(args.encoders, args.lengths, args.batch, args.steps, args.loop_videos,
