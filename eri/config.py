@@ -29,6 +29,7 @@ class DataConfig:
     drop_invalid_frames: bool = True  # drop frames without a face (paper 004)
     min_valid_frames: int = 50  # fewer valid frames: not trained on, predicted with the train-label mean
     frame_stride: int = 1  # keep every k-th frame of per-frame streams (1 = all frames)
+    standardize: bool = True  # z-score each feature column with training-set statistics (kept in the model)
 
 
 @dataclass

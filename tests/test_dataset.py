@@ -76,3 +76,21 @@ def test_nan_features_become_invalid_frames(random_root, tmp_path):
     store.write("s", "00001", x, np.ones(5, bool), np.arange(5.0))
     feats, valid = store.load("s", "00001")
     assert valid.tolist() == [True, False, True, True, True] and np.isfinite(feats).all()
+
+
+def test_stream_stats_are_training_set_column_moments(dm):
+    arrays = dm.datasets["train"].arrays["mma"]
+    allsteps = np.concatenate(arrays).astype(np.float64)
+    mean, std = dm.stream_stats()["mma"]
+    np.testing.assert_allclose(mean, allsteps.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, allsteps.std(0), rtol=1e-4)
+
+
+def test_store_files_are_byte_identical_across_writes(tmp_path):
+    a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
+    x = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float16)
+    for store in (a, b):
+        store.write("s", "00001", x, np.ones(7, bool), np.arange(7.0))
+    assert (tmp_path / "a/features/s/00001.npz").read_bytes() == (tmp_path / "b/features/s/00001.npz").read_bytes()
+    feats, valid = a.load("s", "00001")
+    np.testing.assert_array_equal(feats, x.astype(np.float32))

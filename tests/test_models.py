@@ -125,3 +125,17 @@ def test_routing_freezes_masked_step_weights_under_adamw(routing):
     else:
         assert not torch.equal(fc.detach()[:, masked_cols], before[:, masked_cols])
     assert not torch.equal(fc.detach()[:, :masked_cols.start], before[:, :masked_cols.start])  # real steps learn
+
+
+@pytest.mark.parametrize("encoder", sorted(SMALL))
+def test_standardized_inputs_keep_padding_invariance(encoder):
+    torch.manual_seed(0)
+    stats = {"a": (torch.randn(6), torch.rand(6) + 0.5), "b": (torch.randn(5), torch.rand(5) + 0.5)}
+    branches = [{"name": "v", "streams": ["a", "b"], "encoder": {"name": encoder, **SMALL[encoder]}}]
+    model = create_model(branches, {"name": "concat"}, DIMS, stats).eval()
+    x, lengths = _batch([12, 30], [12, 30])
+    with torch.no_grad():
+        together = model(x, lengths)
+        alone = model({"a": x["a"][:1, :12], "b": x["b"][:1, :12]}, {"a": lengths["a"][:1], "b": lengths["b"][:1]})
+    torch.testing.assert_close(alone, together[:1], atol=1e-5, rtol=0)
+    assert "branches.v.mean" in model.state_dict()  # carried by checkpoints

@@ -10,6 +10,7 @@ import pytest
 from eri.constants import EMOTIONS, STREAMS
 from eri.data.store import FeatureStore
 from eri.data.synthetic import (
+    proxy_scores,
     KNOB_DOCS,
     PRESETS,
     config_hash,
@@ -238,3 +239,27 @@ def test_ensure_synthetic(tiny, tmp_path):
     assert (fresh / "synthetic.json").exists()
     newest = max((p for p in fresh.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
     assert newest.name == "synthetic.json"
+
+
+def test_cli_resumes_complete_dataset(tiny, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    root, _ = tiny
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_synthetic.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--out", str(root), "--preset", "tiny", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "0 videos generated now" in out and "ceiling" in out and "Anxiety-Fear r" in out
+    assert mod.main(["--out", str(root), "--preset", "tiny", "--seed", "9", "--no-progress"]) == 2
+
+
+def test_proxy_scores_smoke(tiny):
+    root, _ = tiny
+    table = proxy_scores(root, streams=("au", "mma"))  # the wide streams make the ridge slow
+    assert len(table) == 6
+    assert set(table["pool"]) == {"mean", "peak"}
+    assert set(table["streams"]) == {"au", "mma", "all"}
+    assert np.isfinite(table[["val", "test", "of_ceiling"]].to_numpy()).all()

@@ -35,11 +35,12 @@ def main(argv=None) -> int:
     t.add_argument("--out", default="benchmarks/out/train_throughput.csv")
     d = sub.add_parser("demo", help="demo model vs its variants on hume-small (trains 8 models)")
     d.add_argument("--out", default="runs/demo-comparison", help="run dirs; finished variants are not retrained")
+    d.add_argument("--only", nargs="+", type=int, help="indices of the variants to train (parallel workers)")
     d.add_argument("overrides", nargs="*", help="key=value overrides applied to every variant")
     args = p.parse_args(argv)
 
     if args.what == "demo":
-        df = pd.DataFrame(demo_comparison(args.out, args.overrides))
+        df = pd.DataFrame(demo_comparison(args.out, args.overrides, args.only))
         atomic_write_text(Path(args.out) / "comparison.csv", df.to_csv(index=False))
         print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}/comparison.csv")
         return 0

@@ -187,6 +187,19 @@ class ERIDataModule(L.LightningDataModule):
         for spec, (name, _) in parsed.items():
             self.stream_dims.setdefault(spec, int(metas[name]["dim"]))
 
+    def stream_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-stream mean and std of every step of the usable training videos (float64 sums
+        per video, so the full set never sits in memory as float32). Constant columns get std 1."""
+        stats = {}
+        for spec, arrays in self.datasets["train"].arrays.items():
+            total = sum(a.shape[0] for a in arrays)
+            s1 = sum(a.sum(0, dtype=np.float64) for a in arrays)
+            s2 = sum(np.square(a, dtype=np.float64).sum(0) for a in arrays)
+            mean = s1 / total
+            std = np.sqrt(np.maximum(s2 / total - mean**2, 0.0))
+            stats[spec] = (mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32))
+        return stats
+
     def _check_coverage(self, manifest: pd.DataFrame, source, names: set[str]) -> None:
         for name in sorted(names):
             have = set(source.index(name)["File_ID"].astype(str))

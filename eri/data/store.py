@@ -14,9 +14,11 @@ File ids are stored without the brackets of `data_info.csv` (``[00001]`` -> ``00
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+    """Like ``np.savez`` but byte-identical across runs (fixed zip timestamps), so the same
+    inputs give the same files."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
 class FeatureStore:
     """Reads and writes the per-video arrays of one dataset root."""
 
@@ -67,12 +79,8 @@ class FeatureStore:
         n = len(features)
         if len(valid) != n or len(timestamps) != n:
             raise StoreError(f"{stream}/{vid}: features, valid and timestamps differ in length")
-        atomic_write_bytes(
-            self.dir / stream / f"{vid}.npz",
-            lambda f: np.savez(
-                f, features=features, valid=np.asarray(valid, bool), timestamps=np.asarray(timestamps, np.float32)
-            ),
-        )
+        arrays = {"features": features, "valid": np.asarray(valid, bool), "timestamps": np.asarray(timestamps, np.float32)}
+        atomic_write_bytes(self.dir / stream / f"{vid}.npz", lambda f: _write_npz(f, arrays))
 
     def write_index(self, stream: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"])

@@ -30,7 +30,7 @@ AUs so that e.g. Anxiety and Fear are not identical in AU space).
 Determinism and resuming: the plan (splits, subjects, labels, durations) comes from global RNGs seeded by
 ``seed``; each video's arrays come from ``np.random.default_rng([seed, video_index])`` and the subject's
 own RNG, so an interrupted run re-run with the same arguments skips the videos already written and ends
-with identical arrays (the ``.npz`` containers hold zip timestamps, so compare arrays, not file bytes).
+with byte-identical files (the store writes its zip containers with fixed timestamps).
 ``synthetic.json`` is written last and marks a complete dataset.
 
 Entry points: :func:`generate`, :func:`ensure_synthetic`, :func:`sample_labels`, :func:`proxy_scores`;
@@ -161,7 +161,7 @@ _BASE: dict = {
     "fps_probs": [0.3, 0.35, 0.35],
     "us_fraction": 0.55,
     "age_range": [18, 70],
-    "label_log_mean": [-1.183, -0.496, -1.121, -1.506, -1.594, -1.247, -0.666],
+    "label_log_mean": [-1.199, -0.509, -1.128, -1.522, -1.605, -1.257, -0.68],
     "label_log_sd": 0.7,
     "label_floor": 0.1,
     "label_corr": [
@@ -172,25 +172,25 @@ _BASE: dict = {
     ],
     "report_noise": 0.6,
     "report_noise_corr": 1.0,
-    "event_extra_mean": 0.8,
-    "event_rate_shape": 2.0,
+    "event_extra_mean": 0.5,
+    "event_rate_shape": 1.5,
     "event_dur_min": 0.3,
     "event_dur_max": 1.5,
     "visibility": {
         #            Ado   Amu   Anx   Dis   EmP   Fear  Sur
-        "holistic": [1.0, 1.0, 0.45, 0.9, 0.45, 0.45, 0.9],
-        "au": [0.5, 0.7, 0.9, 1.0, 0.9, 1.0, 0.6],
-        "mma": [0.7, 0.75, 0.7, 0.7, 0.7, 0.7, 0.7],
-        "audio": [0.1, 1.0, 0.4, 0.3, 0.3, 0.9, 1.0],
+        "holistic": [1.0, 1.0, 0.1, 0.9, 0.1, 0.15, 0.9],
+        "au": [0.2, 0.6, 1.0, 1.0, 1.0, 1.0, 0.3],
+        "mma": [0.5, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5],
+        "audio": [0.05, 1.0, 0.4, 0.2, 0.3, 0.9, 1.0],
     },
-    "amp_jitter": {"holistic": 0.2, "au": 0.2, "mma": 0.2, "audio": 0.2},
-    "noise": {"holistic": 1.0, "au": 0.25, "mma": 0.3, "audio": 1.0},
+    "amp_jitter": {"holistic": 0.12, "au": 0.12, "mma": 0.12, "audio": 0.12},
+    "noise": {"holistic": 0.05, "au": 0.03, "mma": 0.08, "audio": 0.1},
     "noise_scale_sd": 0.2,
-    "identity_scale": {"holistic": 1.0, "audio": 1.0, "au": 0.3},
+    "identity_scale": {"holistic": 0.5, "audio": 0.5, "au": 0.3},
     "talk_rate": 0.12,
     "talk_dur": [0.8, 3.5],
-    "talk_amp": {"holistic": 0.6, "au": 0.6, "mma": 0.6, "audio": 1.2},
-    "head_motion_amp": 0.8,
+    "talk_amp": {"holistic": 0.6, "au": 0.6, "mma": 0.6, "audio": 0.6},
+    "head_motion_amp": 0.25,
     "noface_frac": 0.01,
     "noface_burst": [3, 15],
     "low_valid_frac": 0.01,
@@ -202,7 +202,7 @@ _BASE: dict = {
     "mma_au_gain": 5.0,
     "mma_au_bias": -2.5,
     "mma_va_gain": 1.5,
-    "mix_leak": {"holistic": 0.25, "audio": 0.25},
+    "mix_leak": {"holistic": 0.1, "audio": 0.1},
     "mix_free_frac": 0.25,
 }
 
@@ -506,11 +506,13 @@ def _video(row, knobs: dict, mix: dict, subj: dict, seed: int) -> dict[str, tupl
     act = activation("holistic", b_fr)
     nuis = np.concatenate([ta["holistic"] * mouth_fr[:, None], head], axis=1)
     d_h = STREAMS["holistic"]["dim"]
-    noise = rng.standard_normal((n_fr, d_h), dtype=np.float32)
-    x = act @ mix["hol_emo"] + nuis @ mix["hol_nuis"] + subj["holistic"]
-    x = x + (knobs["noise"]["holistic"] * noise_mult[0]) * noise
-    garbage = rng.standard_normal((n_fr, d_h), dtype=np.float32) * 3.0  # no face: the crop is background
-    x = np.where(valid[:, None], x, garbage)
+    x = rng.standard_normal((n_fr, d_h), dtype=np.float32)
+    x *= np.float32(knobs["noise"]["holistic"] * noise_mult[0])
+    x += (np.concatenate([act, nuis], axis=1).astype(np.float32)
+          @ np.concatenate([mix["hol_emo"], mix["hol_nuis"]]).astype(np.float32))
+    x += subj["holistic"].astype(np.float32)
+    n_bad = int((~valid).sum())
+    x[~valid] = 3.0 * rng.standard_normal((n_bad, d_h), dtype=np.float32)  # no face: a crop of background
     out["holistic"] = (x.astype(np.float16), valid, ts_fr)
 
     # au (OpenFace-like): 17 intensities in [0, 5], then 17 binary occurrences
@@ -553,8 +555,10 @@ def _video(row, knobs: dict, mix: dict, subj: dict, seed: int) -> dict[str, tupl
 
 
 # ------------------------------------------------------------------------------------------ generate
-def _ceiling(plan: pd.DataFrame, split: str) -> float:
+def _ceiling(plan: pd.DataFrame, split: str) -> float | None:
     p = plan[plan["split"] == split]
+    if len(p) < 3:
+        return None
     return round(mean_pearson(p[["y_" + e for e in EMOTIONS]].to_numpy(), p[["label_" + e for e in EMOTIONS]].to_numpy()), 4)
 
 
@@ -636,6 +640,7 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
     lab = plan[["label_" + e for e in EMOTIONS]].to_numpy()
     tr = (plan["split"] == "train").to_numpy()
     nvalid = pd.DataFrame(rows["holistic"])["n_valid"].to_numpy()
+    low = plan["low_valid"].to_numpy()
     summary = {
         "generator": "eri.data.synthetic",
         "version": GENERATOR_VERSION,
@@ -652,11 +657,13 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
             for s in SPLIT_NAMES
         },
         "ceiling": {s: _ceiling(plan, s) for s in SPLIT_NAMES},
-        "label_stats": {"train": label_stats(lab[tr]), "all": label_stats(lab)},
+        "label_stats": {"train": label_stats(lab[tr]) if tr.sum() > 2 else None, "all": label_stats(lab)},
         "video_stats": {
             "mean_duration_s": round(float(plan["duration"].mean()), 3),
             "mean_frames": round(float(plan["n_frames"].mean()), 1),
             "noface_frame_fraction": round(float(1 - nvalid.sum() / plan["n_frames"].sum()), 4),
+            "noface_frame_fraction_excl_low_valid": round(
+                float(1 - nvalid[~low].sum() / plan["n_frames"].to_numpy()[~low].sum()), 4),
         },
     }
     atomic_write_text(out / "synthetic.json", json.dumps(summary, indent=2))

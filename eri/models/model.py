@@ -4,6 +4,8 @@ A branch concatenates one or more per-step streams of the same rate (paper 004 f
 AU features, 546-d per frame, to one visual encoder) and encodes them into one summary.
 ``create_model(branches, fusion, stream_dims)`` builds it from plain config dicts, checking every
 key against the chosen component's signature so a typo is an error that lists the valid keys.
+With ``stream_stats`` each branch standardises its input with the training set's per-column mean
+and std, kept as buffers so a checkpoint carries them to evaluation and prediction.
 """
 
 from __future__ import annotations
@@ -37,9 +39,13 @@ def build(registry: dict, kind: str, spec: dict, **fixed):
 
 
 class Branch(nn.Module):
-    def __init__(self, streams: list[str], encoder: nn.Module):
+    def __init__(self, streams: list[str], encoder: nn.Module, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
         self.streams, self.encoder = list(streams), encoder
+        self.standardize = mean is not None
+        if self.standardize:
+            self.register_buffer("mean", mean.float())
+            self.register_buffer("std", std.float())
 
     def inputs(self, x: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]):
         first = self.streams[0]
@@ -47,6 +53,8 @@ class Branch(nn.Module):
             if not torch.equal(lengths[s], lengths[first]):
                 raise ValueError(f"streams {self.streams} in one branch must have the same steps per video")
         feats = x[first] if len(self.streams) == 1 else torch.cat([x[s] for s in self.streams], dim=-1)
+        if self.standardize:  # padded steps change value too; every encoder ignores them by length
+            feats = (feats - self.mean) / self.std
         return feats, lengths[first]
 
     def forward(self, x, lengths) -> torch.Tensor:
@@ -72,7 +80,7 @@ class ERIModel(nn.Module):
         return [m for b in self.branches.values() if hasattr(b.encoder, "routing_masks") for m in b.encoder.routing_masks()]
 
 
-def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int]) -> ERIModel:
+def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int], stream_stats: dict | None = None) -> ERIModel:
     """Build from config: ``branches`` = [{name, streams, encoder: {name, ...}}], ``fusion`` = {name, ...}."""
     built = {}
     for i, spec in enumerate(branches):
@@ -86,6 +94,10 @@ def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int]
         if missing:
             raise ConfigKeyError(f"branch '{name}' uses unknown stream(s) {missing}; available: {sorted(stream_dims)}")
         encoder = build(ENCODERS, "encoder", spec["encoder"], in_dim=sum(stream_dims[s] for s in streams))
-        built[name] = Branch(streams, encoder)
+        mean = std = None
+        if stream_stats is not None:
+            mean = torch.cat([torch.as_tensor(stream_stats[s][0]) for s in streams])
+            std = torch.cat([torch.as_tensor(stream_stats[s][1]) for s in streams])
+        built[name] = Branch(streams, encoder, mean, std)
     fusion_module = build(FUSIONS, "fusion", fusion, in_dims={n: b.encoder.out_dim for n, b in built.items()})
     return ERIModel(built, fusion_module)

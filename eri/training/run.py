@@ -61,11 +61,12 @@ def build_datamodule(cfg: DictConfig, progress: bool = True) -> ERIDataModule:
     )
 
 
-def build_task(cfg: DictConfig, stream_dims: dict[str, int]) -> ERITask:
+def build_task(cfg: DictConfig, dm: ERIDataModule) -> ERITask:
     model = create_model(
         OmegaConf.to_container(cfg.model.branches, resolve=True),
         OmegaConf.to_container(cfg.model.fusion, resolve=True),
-        stream_dims,
+        dm.stream_dims,
+        dm.stream_stats() if cfg.data.standardize else None,
     )
     return ERITask(model, OmegaConf.to_container(cfg.loss), OmegaConf.to_container(cfg.optim))
 
@@ -145,7 +146,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, progress=cfg.trainer.progress_bar)
     dm.setup("fit")
-    task = build_task(cfg, dm.stream_dims)
+    task = build_task(cfg, dm)
 
     ckpt = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -203,7 +204,7 @@ def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, progress=False)
     dm.setup("test")
-    task = build_task(cfg, dm.stream_dims)
+    task = build_task(cfg, dm)
     task.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
     trainer = build_trainer(cfg, run_dir / "eval", logger=False)
     for split in splits:

@@ -126,7 +126,9 @@ class ERITask(L.LightningModule):
         if self.trainer.world_size > 1:
             index, pred = self.all_gather(index).reshape(-1), self.all_gather(pred).reshape(-1, pred.shape[-1])
         full = np.tile(dm.train_mean.astype(np.float64), (len(info.ids), 1))
-        full[index.cpu().numpy()] = pred.double().cpu().numpy()  # duplicates carry identical values
+        # a video the distributed sampler repeated appears twice: one copy wins, and both agree to
+        # float precision because every encoder is padding invariant
+        full[index.cpu().numpy()] = pred.double().cpu().numpy()
         result = {"pred": full, "score": score(full, info.labels) if info.labeled and len(full) > 1 else None}
         self.results[split] = result
         if result["score"] is not None:
