@@ -138,11 +138,11 @@ def _flow(d: dict) -> str:
 
 # (row name, config file, overrides): what the demo's claims rest on, all on the same data
 PAPER_STREAMS = {"visual": ["holistic", "au"], "audio": ["audio"]}
-ALL_STREAMS = {"visual": ["holistic", "au"], "audio": ["audio"], "mma": ["mma"]}
+PER_STREAM = {"holistic": ["holistic"], "au": ["au"], "audio": ["audio"], "mma": ["mma"]}
 DEMO_VARIANTS = [
     ("paper 004 streams (holistic+au, audio), regression token", "configs/demo.yaml", [_branches(PAPER_STREAMS, _DEMO_ENC)]),
     ("paper 004 streams, masked mean pooling", "configs/demo.yaml", [_branches(PAPER_STREAMS, _MEAN_ENC)]),
-    ("all 4 streams, regression token (= configs/demo.yaml)", "configs/demo.yaml", []),
+    ("all 4 streams, one branch each, regression token (= configs/demo.yaml)", "configs/demo.yaml", []),
     ("holistic only", "configs/demo.yaml", [_branches({"visual": ["holistic"]}, _DEMO_ENC)]),
     ("au only", "configs/demo.yaml", [_branches({"visual": ["au"]}, _DEMO_ENC)]),
     ("audio only", "configs/demo.yaml", [_branches({"audio": ["audio"]}, _DEMO_ENC)]),
@@ -151,6 +151,8 @@ DEMO_VARIANTS = [
     ("mma, masked RNN + routing (paper 000)", "configs/mma_mrnnet.yaml", ["data.batch_size=16", "trainer.max_epochs=12"]),
     ("mma, masked mean pooling", "configs/mma_mrnnet.yaml",
      [_branches({"mma": ["mma"]}, _MEAN_ENC), "data.batch_size=16", "trainer.max_epochs=12"]),
+    ("all 4 streams, holistic+au in one branch, regression token", "configs/demo.yaml",
+     [_branches({"visual": ["holistic", "au"], "audio": ["audio"], "mma": ["mma"]}, _DEMO_ENC)]),
 ]
 
 

@@ -200,7 +200,7 @@ def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None
     if best is None or not best.exists():
         raise FileNotFoundError(f"{run_dir}: no finished run (metrics.json naming the best checkpoint) found")
     configure_threads(cfg)
-    root = prepare_data_root(cfg)
+    prepare_data_root(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, progress=False)
     dm.setup("test")
