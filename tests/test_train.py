@@ -30,6 +30,8 @@ def test_run_directory_holds_everything(demo_run, tiny_root):
     for f in ["config.yaml", "metrics.json", "predictions_val.csv", "predictions_test.csv", "logs/version_0/metrics.csv",
               "checkpoints/last.ckpt"]:
         assert (out / f).exists(), f
+    for stream in ("holistic", "au", "mma", "audio"):  # the store's stream metadata travels with the run
+        assert (out / "streams" / f"{stream}.json").read_text() == (tiny_root / "features" / stream / "meta.json").read_text()
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved) >= {"val", "test", "ceiling", "checkpoint"}
     for split in ("val", "test"):

