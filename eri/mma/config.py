@@ -1,0 +1,103 @@
+"""Config schema of ``tools/train_mma.py``: the same typed-OmegaConf rules as `eri.config` (unknown
+keys are errors listing the valid ones), with `optim` and `trainer` groups shared with it.
+
+    data.datasets: [{reader: affectnet|affwild2|emotionet, root, name?, weight?, tasks?, options?,
+                     train_split?, val_split?}]
+``tasks`` keeps only those labels of a dataset (e.g. ``[expr, va]``); ``options`` go to the reader
+(e.g. ``{csv: my_train.csv}``); ``val_split: null`` skips validation on that dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from eri.config import ConfigError, OptimConfig, TrainerConfig, parse_override
+
+DATASET_KEYS = ("reader", "root", "name", "weight", "tasks", "options", "train_split", "val_split")
+TASKS = ("va", "expr", "au")
+
+
+@dataclass
+class MMADataConfig:
+    synthetic: Optional[str] = None  # an eri.mma.synthetic preset generated under `synthetic_root` on first use
+    synthetic_root: str = "data/mma-small"
+    synthetic_seed: int = 0
+    datasets: list = field(default_factory=list)  # see module docstring; `${data.synthetic_root}` works in roots
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None
+    num_workers: int = 0
+    align_size: int = 224  # alignment crop size, as extraction's face crops (then resized to model.crop_size)
+    samples_per_epoch: Optional[int] = None  # draws of the mixing sampler per epoch; None: sum of train sizes
+    augment: dict = field(
+        default_factory=lambda: {"flip": True, "scale_min": 0.85, "rotation": 10.0, "color_jitter": 0.2}
+    )
+
+
+@dataclass
+class MMAConfig:
+    seed: int = 0
+    out: Optional[str] = None
+    data: MMADataConfig = field(default_factory=MMADataConfig)
+    model: dict = field(default_factory=lambda: {"backbone": {"name": "resnet18"}, "crop_size": 224})
+    loss: dict = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0, "consistency": 1.0})
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(name="adam", lr=1e-3, weight_decay=0.0, lr_step_epochs=0)
+    )
+    # best checkpoint by sum(weight * metric), metrics named "<dataset>/<metric>" as logged under val/;
+    # empty: the mean over val datasets and their tasks of VA mean CCC, expression macro-F1, AU macro-F1
+    select: dict = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def _valid_keys(key_path: str) -> list[str]:
+    node: Any = MMAConfig
+    for part in key_path.split(".")[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return []
+        node = fields[part].default_factory
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def _guard(fn, what: str):
+    try:
+        return fn()
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = getattr(e, "full_key", None) or str(e)
+        valid = _valid_keys(key)
+        raise ConfigError(
+            f"{what}: unknown config key '{key}'" + (f"; valid keys here: {valid}" if valid else "")
+        ) from None
+    except ValidationError as e:
+        raise ConfigError(f"{what}: {e.msg} (key '{e.full_key}')") from None
+
+
+def load_mma_config(path=None, overrides=()) -> DictConfig:
+    cfg = OmegaConf.structured(MMAConfig)
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found")
+        cfg = _guard(lambda: OmegaConf.merge(cfg, yaml.safe_load(path.read_text()) or {}), str(path))
+        if cfg.out is None:
+            cfg.out = f"runs/{path.stem}"
+    for item in overrides:
+        key, value = parse_override(item)
+        _guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'")
+    if not cfg.data.datasets:
+        raise ConfigError("data.datasets is empty: name at least one dataset (reader + root)")
+    for i, d in enumerate(cfg.data.datasets):
+        unknown = sorted(set(d) - set(DATASET_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown} in data.datasets[{i}]; valid keys: {list(DATASET_KEYS)}")
+        bad = sorted(set(d.get("tasks") or TASKS) - set(TASKS))
+        if bad:
+            raise ConfigError(f"data.datasets[{i}].tasks: unknown task(s) {bad}; valid: {list(TASKS)}")
+    return cfg

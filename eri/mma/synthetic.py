@@ -1,0 +1,333 @@
+"""Generated face-like images with learnable affect labels, written in the real datasets' layouts.
+
+The real MMA training sets (AffectNet, Aff-Wild2, EmotioNet) are licensed; tests and the CPU demo
+use this generator instead, and because it writes *their* files (AffectNet's CSV with boxes and 68
+landmarks beside raw images, Aff-Wild2's per-video annotation files beside cropped-aligned frames,
+EmotioNet's AU table with 999 markers) the readers in `eri.mma.data` run on it unchanged.
+
+A face is drawn in the coordinates of the aligned crop (the ArcFace 5-point template that
+`eri.features.faces.align_face` maps onto), then placed in a larger canvas with a random
+similarity transform (scale, rotation, shift). Labels drive the drawing:
+
+- expression (7, uniform) -> which AUs fire (expression-AU table of DESIGN.md, 85% per table AU,
+  7% per other AU; active intensity U(0.5, 1), inactive U(0, 0.15)) and a valence-arousal centre;
+- AUs -> brows (1 inner raise, 2 outer raise, 4 lowering + frown), eyes (5 wide, 7 squint),
+  cheeks (6), nose wrinkle (9), teeth (10), nasolabial lines (11), mouth corners (12 up, 15 down),
+  chin bump (17), mouth width (20 wider, 23 narrower), lip darkness (24), mouth opening (25, 26);
+- valence bends the mouth, arousal opens the eyes and raises the brows.
+Skin tone, background, pose and pixel noise are nuisances. Everything is seeded and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from eri.data.store import atomic_write_bytes, atomic_write_text
+from eri.mma.model import AU_IDS, EXPRESSIONS, expression_au_table
+
+# ArcFace template in unit crop coordinates (x right, y down), as eri.features.faces uses it.
+TEMPLATE = (
+    np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]])
+    / 112.0
+)
+VA_CENTRES = {
+    "Neutral": (0.0, 0.0),
+    "Anger": (-0.6, 0.6),
+    "Disgust": (-0.6, 0.2),
+    "Fear": (-0.5, 0.7),
+    "Happiness": (0.7, 0.4),
+    "Sadness": (-0.6, -0.4),
+    "Surprise": (0.2, 0.8),
+}
+AFFECTNET_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger")  # codes 0-6
+AFFWILD2_AUS = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)
+EMOTIONET_AUS = (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26)
+
+
+def sample_labels(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Expression index (our order), VA in [-1, 1], AU intensities in [0, 1] and AU occurrence (0/1)."""
+    table = expression_au_table().numpy()
+    expr = rng.integers(0, len(EXPRESSIONS), n)
+    p = np.where(table[expr] > 0, 0.85, 0.07)
+    active = rng.random((n, len(AU_IDS))) < p
+    intensity = np.where(active, rng.uniform(0.5, 1.0, active.shape), rng.uniform(0.0, 0.15, active.shape))
+    centres = np.array([VA_CENTRES[e] for e in EXPRESSIONS])
+    va = np.clip(centres[expr] + rng.normal(0, 0.2, (n, 2)), -1, 1)
+    return {"expr": expr, "va": va, "au": active.astype(np.float32), "au_intensity": intensity}
+
+
+def _seg_dist(x, y, x0, y0, x1, y1):
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-12), 0, 1)
+    return np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
+
+
+def render_face(rng: np.random.Generator, au: np.ndarray, va: np.ndarray, canvas: int = 96, face: bool = True):
+    """One image: (canvas, canvas, 3) uint8 and the 5 landmarks (5, 2) in canvas pixels.
+
+    ``au`` holds the 17 intensities in AU_IDS order. With ``face=False`` only background (AffectNet's
+    "no face" rows)."""
+    a = dict(zip(AU_IDS, au))
+    val, aro = va
+    scale = canvas * rng.uniform(0.55, 0.75)  # aligned-crop unit -> canvas pixels
+    angle = rng.uniform(-0.25, 0.25)
+    centre = canvas / 2 + rng.uniform(-0.08, 0.08, 2) * canvas
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -s], [s, c]]) * scale
+    offset = centre - rot @ np.array([0.5, 0.55])
+
+    ys, xs = np.mgrid[0:canvas, 0:canvas].astype(np.float64) + 0.5
+    inv = np.linalg.inv(rot)
+    u = inv[0, 0] * (xs - offset[0]) + inv[0, 1] * (ys - offset[1])
+    v = inv[1, 0] * (xs - offset[0]) + inv[1, 1] * (ys - offset[1])
+
+    img = np.empty((canvas, canvas, 3))
+    img[:] = rng.uniform(40, 200, 3)
+    if face:
+        skin = np.array([rng.uniform(150, 235), rng.uniform(110, 180), rng.uniform(80, 150)])
+        dark = skin * 0.25
+
+        def paint(mask, colour, alpha=1.0):
+            m = np.clip(mask, 0, 1)[..., None] * alpha
+            img[:] = img * (1 - m) + np.asarray(colour) * m
+
+        soft = lambda d, w: np.clip((w - d) / 0.012 + 0.5, 0, 1)  # noqa: E731  anti-aliased band of half-width w
+        paint(soft(np.hypot((u - 0.5) / 0.40, (v - 0.58) / 0.52) - 1, 0.0), skin)
+        # cheeks (AU6)
+        for cx in (0.27, 0.73):
+            paint(soft(np.hypot(u - cx, v - 0.70), 0.07), (220, 80, 80), 0.6 * a[6])
+        # eyes: openness from AU5 (wide), AU7 (squint), arousal
+        half_h = np.clip(0.022 + 0.03 * a[5] - 0.015 * a[7] + 0.008 * aro, 0.006, 0.07)
+        for ex, ey in TEMPLATE[:2]:
+            paint(soft(np.hypot((u - ex) / 0.065, (v - ey) / half_h) - 1, 0.0), (255, 255, 255))
+            paint(soft(np.hypot(u - ex, v - ey), min(0.02, half_h)), (30, 30, 60))
+        # brows: height from AU1/AU2 (raise), AU4 (lower), arousal; inner end from AU1 up / AU4 down
+        base = 0.105 + 0.035 * (a[1] + a[2]) / 2 - 0.03 * a[4] + 0.01 * aro
+        for side, (ex, ey) in zip((-1, 1), TEMPLATE[:2]):
+            inner_x, outer_x = ex - side * 0.07, ex + side * 0.08
+            inner_y = ey - base - 0.03 * a[1] + 0.035 * a[4]
+            outer_y = ey - base - 0.03 * a[2]
+            paint(soft(_seg_dist(u, v, inner_x, inner_y, outer_x, outer_y), 0.014), dark)
+        # frown line between the brows (AU4), nose wrinkle (AU9)
+        paint(soft(_seg_dist(u, v, 0.5, 0.36, 0.5, 0.43), 0.006), dark, a[4])
+        for dy in (0.0, 0.025):
+            paint(soft(_seg_dist(u, v, 0.45, 0.55 + dy, 0.55, 0.55 + dy), 0.006), dark, a[9])
+        # nose tip
+        paint(soft(np.hypot(u - TEMPLATE[2, 0], v - TEMPLATE[2, 1]), 0.025), skin * 0.8)
+        # nasolabial lines (AU11)
+        for side in (-1, 1):
+            paint(soft(_seg_dist(u, v, 0.5 + side * 0.07, 0.66, 0.5 + side * 0.16, 0.80), 0.006), dark, a[11])
+        # mouth: corners up (AU12, valence) / down (AU15), width (AU20 wider, AU23 narrower), opening (AU25, AU26)
+        my = (TEMPLATE[3, 1] + TEMPLATE[4, 1]) / 2
+        half_w = 0.12 + 0.05 * a[20] - 0.04 * a[23]
+        bend = -0.06 * a[12] + 0.06 * a[15] - 0.03 * val  # corner height relative to centre (up is negative)
+        t = np.clip((u - 0.5) / half_w, -1.5, 1.5)
+        centre_line = my - 0.02 * a[10] + bend * t**2
+        opening = 0.006 + 0.025 * a[25] + 0.04 * a[26]
+        inside = (np.abs(t) <= 1) & (np.abs(v - centre_line) <= opening)
+        lip = np.clip(1 - np.abs(np.abs(v - centre_line) - opening) / 0.012, 0, 1) * (np.abs(t) <= 1.05)
+        paint(lip, np.array((170, 60, 70)) * (1 - 0.6 * a[24]))
+        paint(inside.astype(float), (40, 10, 20))
+        paint(inside & (v < centre_line - opening + 0.02 * a[10] + 0.004), (245, 245, 235), a[10])  # teeth
+        # chin bump (AU17)
+        paint(soft(_seg_dist(u, v, 0.44, 0.93, 0.56, 0.93), 0.01), skin * 0.7, a[17])
+    img += rng.normal(0, 6, img.shape)
+    lm = (rot @ TEMPLATE.T).T + offset
+    return np.clip(img, 0, 255).round().astype(np.uint8), lm
+
+
+def landmarks68(lm5: np.ndarray) -> np.ndarray:
+    """A plausible 68-point (iBUG order) layout consistent with the 5 points: what AffectNet's CSV holds.
+
+    The readers only use points 36-47 (eyes), 30 (nose tip), 48 and 54 (mouth corners); the rest
+    are placed on the face outline so the column looks like the real one."""
+    le, re, nose, lm, rm = lm5
+    ex, ey = (re - le), None
+    ey = np.array([-ex[1], ex[0]])  # down, for a face in the image plane
+    pts = np.zeros((68, 2))
+    centre = (le + re) / 2
+    for i in range(17):  # jaw
+        ang = np.pi * i / 16
+        pts[i] = centre - ex * 1.1 * np.cos(ang) + ey * (0.2 + 1.3 * np.sin(ang))
+    for i in range(5):  # brows
+        pts[17 + i] = le + ex * (-0.35 + 0.15 * i) - ey * 0.35
+        pts[22 + i] = re + ex * (-0.25 + 0.15 * i) - ey * 0.35
+    for i in range(4):  # nose bridge, 27-30 ending at the tip
+        pts[27 + i] = centre + (nose - centre) * (i + 1) / 4
+    for i in range(5):  # nostrils
+        pts[31 + i] = nose + ex * (-0.2 + 0.1 * i) + ey * 0.1
+    for base, c in ((36, le), (42, re)):
+        for i in range(6):
+            ang = 2 * np.pi * i / 6
+            pts[base + i] = c + ex * 0.18 * np.cos(ang + np.pi) + ey * 0.06 * np.sin(ang)
+    mc = (lm + rm) / 2
+    for i in range(12):  # outer lip 48-59, 48 and 54 the corners
+        ang = 2 * np.pi * i / 12
+        pts[48 + i] = mc + (lm - mc) * np.cos(ang) + ey * 0.15 * np.sin(ang)
+    for i in range(8):  # inner lip
+        ang = 2 * np.pi * i / 8
+        pts[60 + i] = mc + (lm - mc) * 0.8 * np.cos(ang) + ey * 0.07 * np.sin(ang)
+    return pts
+
+
+def _write_jpeg(path: Path, img: np.ndarray) -> None:
+    import torch
+    from torchvision.io import encode_jpeg
+
+    data = bytes(encode_jpeg(torch.from_numpy(img).permute(2, 0, 1).contiguous(), quality=95).numpy())
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def write_affectnet(root, n=(400, 100), seed=0, canvas=96, extras: bool = True) -> Path:
+    """AffectNet layout: ``Manually_Annotated_Images/<dir>/<file>.jpg``, ``training.csv``, ``validation.csv``.
+
+    With ``extras`` a few rows carry the real markers: 7 (contempt, VA kept), 8 (none, VA kept),
+    10 (no face, VA -2, a background-only image)."""
+    import pandas as pd
+
+    root = Path(root)
+    rng = np.random.default_rng([seed, 1])
+    for split, count in zip(("training", "validation"), n):
+        lab = sample_labels(rng, count)
+        rows = []
+        for i in range(count):
+            code = AFFECTNET_CODES.index(EXPRESSIONS[lab["expr"][i]])
+            va = lab["va"][i]
+            face = True
+            if extras and i % 25 == 7:
+                code = int(rng.choice([7, 8, 10]))
+                face = code != 10
+                if code == 10:
+                    va = np.array([-2.0, -2.0])
+            img, lm5 = render_face(rng, lab["au_intensity"][i], lab["va"][i], canvas, face=face)
+            rel = f"{i % 7 + 1}/{split[:3]}_{i:05d}.jpg"
+            _write_jpeg(root / "Manually_Annotated_Images" / rel, img)
+            lm68 = landmarks68(lm5)
+            box = np.r_[lm68.min(0), lm68.max(0) - lm68.min(0)].round().astype(int)
+            rows.append(
+                {
+                    "subDirectory_filePath": rel,
+                    "face_x": box[0],
+                    "face_y": box[1],
+                    "face_width": box[2],
+                    "face_height": box[3],
+                    "facial_landmarks": ";".join(f"{x:.2f}" for x in lm68.reshape(-1)),
+                    "expression": code,
+                    "valence": round(float(va[0]), 6),
+                    "arousal": round(float(va[1]), 6),
+                }
+            )
+        atomic_write_text(root / f"{split}.csv", pd.DataFrame(rows).to_csv(index=False))
+    return root
+
+
+def write_affwild2(root, videos=(("train", 6, 40), ("val", 2, 40)), seed=0, canvas=96, crop=112) -> Path:
+    """Aff-Wild2 (ABAW) layout: ``cropped_aligned/<video>/<00001>.jpg`` (aligned with eri's align_face) and
+    ``Third_ABAW_Annotations/<Task>_Challenge/<Train|Validation>_Set/<video>.txt``.
+
+    Markers: VA -5 and expression -1 / AU -1 lines (no label), expression 7 (Other), a frame with
+    no image (no face detected), and not every video annotated for every task."""
+    from eri.features.faces import align_face
+
+    root = Path(root)
+    rng = np.random.default_rng([seed, 2])
+    ann = root / "Third_ABAW_Annotations"
+    folders = {"train": "Train_Set", "val": "Validation_Set"}
+    for split, n_videos, n_frames in videos:
+        for k in range(n_videos):
+            vid = f"{split}_{k:03d}" + ("_left" if k == 1 else "")
+            lab = sample_labels(rng, n_frames)
+            for i in range(n_frames):
+                if i == 3:  # no face in this frame: no image file, its annotation lines still exist
+                    continue
+                img, lm5 = render_face(rng, lab["au_intensity"][i], lab["va"][i], canvas)
+                _write_jpeg(root / "cropped_aligned" / vid / f"{i + 1:05d}.jpg", align_face(img, lm5, crop))
+            va = lab["va"].copy()
+            va[5] = -5
+            expr = lab["expr"].copy()
+            expr[6], expr[7] = -1, 7
+            au = lab["au"][:, [AU_IDS.index(x) for x in AFFWILD2_AUS]].astype(int)
+            au[8] = -1
+            folder = folders[split]
+            if k % 3 != 2:
+                atomic_write_text(
+                    ann / "VA_Estimation_Challenge" / folder / f"{vid}.txt",
+                    "valence,arousal\n" + "".join(f"{a:.3f},{b:.3f}\n" for a, b in va),
+                )
+            if k % 3 != 1:
+                atomic_write_text(
+                    ann / "EXPR_Classification_Challenge" / folder / f"{vid}.txt",
+                    "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n" + "".join(f"{e}\n" for e in expr),
+                )
+            if k % 3 != 0 or n_videos == 1:
+                atomic_write_text(
+                    ann / "AU_Detection_Challenge" / folder / f"{vid}.txt",
+                    ",".join(f"AU{x}" for x in AFFWILD2_AUS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in au),
+                )
+    return root
+
+
+def write_emotionet(root, n=(200, 60), seed=0, canvas=96, crop=112) -> Path:
+    """EmotioNet layout as eri reads it: ``images/<name>.jpg`` + ``train.csv`` / ``val.csv`` with an
+    image column then one ``AU <k>`` column per labelled AU (1 present, 0 absent, 999 unknown).
+    EmotioNet ships images without landmarks; the generated ones are aligned crops (see the reader)."""
+    import pandas as pd
+
+    from eri.features.faces import align_face
+
+    root = Path(root)
+    rng = np.random.default_rng([seed, 3])
+    for split, count in zip(("train", "val"), n):
+        lab = sample_labels(rng, count)
+        rows = []
+        for i in range(count):
+            img, lm5 = render_face(rng, lab["au_intensity"][i], lab["va"][i], canvas)
+            name = f"images/{split}_{i:05d}.jpg"
+            _write_jpeg(root / name, align_face(img, lm5, crop))
+            row = {"image": name}
+            for x in EMOTIONET_AUS:
+                row[f"AU {x}"] = 999 if (i % 10 == 3 and x in (2, 9)) else int(lab["au"][i, AU_IDS.index(x)])
+            rows.append(row)
+        atomic_write_text(root / f"{split}.csv", pd.DataFrame(rows).to_csv(index=False))
+    return root
+
+
+PRESETS = {  # sizes of the three sets, canvas (raw image) and aligned-crop sizes
+    "tiny": {
+        "affectnet": (60, 30),
+        "affwild2": (("train", 3, 12), ("val", 2, 10)),
+        "emotionet": (30, 15),
+        "canvas": 64,
+        "crop": 64,
+    },
+    "small": {
+        "affectnet": (2000, 400),
+        "affwild2": (("train", 20, 60), ("val", 6, 50)),
+        "emotionet": (800, 200),
+        "canvas": 96,
+        "crop": 112,
+    },
+}
+
+
+def ensure_mma_synthetic(root, preset: str = "small", seed: int = 0) -> Path:
+    """``root/{affectnet,affwild2,emotionet}`` for a preset; generated once (``synthetic.json`` last)."""
+    if preset not in PRESETS:
+        raise KeyError(f"unknown MMA synthetic preset '{preset}'; valid: {sorted(PRESETS)}")
+    root = Path(root)
+    stamp = root / "synthetic.json"
+    want = {"preset": preset, "seed": seed, "version": 1}
+    if stamp.exists():
+        have = json.loads(stamp.read_text())
+        if have != want:
+            raise ValueError(f"{root} holds MMA synthetic data made with {have}, not {want}; use another root")
+        return root
+    p = PRESETS[preset]
+    write_affectnet(root / "affectnet", p["affectnet"], seed, p["canvas"])
+    write_affwild2(root / "affwild2", p["affwild2"], seed, p["canvas"], p["crop"])
+    write_emotionet(root / "emotionet", p["emotionet"], seed, p["canvas"], p["crop"])
+    atomic_write_text(stamp, json.dumps(want))
+    return root
