@@ -15,11 +15,11 @@ SMALL = {
 }
 
 
-def _model(encoder, fusion="concat", **fkw):
+def _model(encoder, fusion="concat", center=False, **fkw):
     torch.manual_seed(0)
     branches = [
-        {"name": "v", "streams": ["a"], "encoder": {"name": encoder, **SMALL[encoder]}},
-        {"name": "w", "streams": ["b"], "encoder": {"name": encoder, **SMALL[encoder]}},
+        {"name": "v", "streams": ["a"], "center": center, "encoder": {"name": encoder, **SMALL[encoder]}},
+        {"name": "w", "streams": ["b"], "center": center, "encoder": {"name": encoder, **SMALL[encoder]}},
     ]
     return create_model(branches, {"name": fusion, **fkw}, DIMS).eval()
 
@@ -49,6 +49,24 @@ def test_padding_invariance(encoder):
         alone = model({"a": x["a"][:1, :12], "b": x["b"][:1, :3]}, {"a": lengths["a"][:1], "b": lengths["b"][:1]})
     torch.testing.assert_close(alone, together[:1], atol=1e-5, rtol=0)
     assert together.shape == (3, 7) and bool(((together > 0) & (together < 1)).all())
+
+
+@pytest.mark.parametrize("encoder", ["gru_transformer", "masked_rnn"])
+def test_centred_branch_ignores_a_per_video_offset_and_padding(encoder):
+    """``center: true`` removes each video's own baseline (identity, lighting): adding a constant vector to all
+    of one video's valid steps leaves its prediction unchanged, and padding still does not matter."""
+    model = _model(encoder, center=True)
+    x, lengths = _batch([12, 30, 25], [3, 9, 7])
+    shifted = {s: v.clone() for s, v in x.items()}
+    shifted["a"][0, :12] += torch.randn(6) * 5
+    shifted["b"][0, :3] += torch.randn(5) * 5
+    with torch.no_grad():
+        base, moved = model(x, lengths), model(shifted, lengths)
+        alone = model({"a": x["a"][:1, :12], "b": x["b"][:1, :3]}, {"a": lengths["a"][:1], "b": lengths["b"][:1]})
+        plain = _model(encoder, center=False)(shifted, lengths)
+    torch.testing.assert_close(moved, base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone, base[:1], atol=1e-5, rtol=0)
+    assert not torch.allclose(plain[0], _model(encoder, center=False)(x, lengths)[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("fusion", ["concat", "weighted_avg", "gated", "attention"])

@@ -6,6 +6,11 @@ AU features, 546-d per frame, to one visual encoder) and encodes them into one s
 key against the chosen component's signature so a typo is an error that lists the valid keys.
 With ``stream_stats`` each branch standardises its input with the training set's per-column mean
 and std, kept as buffers so a checkpoint carries them to evaluation and prediction.
+
+``center: true`` on a branch (an extension, not in either paper) also subtracts each video's own mean
+over its valid steps, per column. Emotional events are short departures from a person's neutral
+baseline, while identity, lighting and microphone add a per-video offset that is large in
+high-dimensional embeddings (ResNet, MFCC); removing it leaves the encoder only the departures.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import inspect
 import torch
 from torch import nn
 
-from eri.models.encoders import ENCODERS
+from eri.models.encoders import ENCODERS, masked_mean
 from eri.models.fusion import FUSIONS
 
 
@@ -39,9 +44,10 @@ def build(registry: dict, kind: str, spec: dict, **fixed):
 
 
 class Branch(nn.Module):
-    def __init__(self, streams: list[str], encoder: nn.Module, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+    def __init__(self, streams: list[str], encoder: nn.Module, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 center: bool = False):
         super().__init__()
-        self.streams, self.encoder = list(streams), encoder
+        self.streams, self.encoder, self.center = list(streams), encoder, bool(center)
         self.standardize = mean is not None
         if self.standardize:
             self.register_buffer("mean", mean.float())
@@ -55,6 +61,8 @@ class Branch(nn.Module):
         feats = x[first] if len(self.streams) == 1 else torch.cat([x[s] for s in self.streams], dim=-1)
         if self.standardize:  # padded steps change value too; every encoder ignores them by length
             feats = (feats - self.mean) / self.std
+        if self.center:  # per-video baseline over the true steps only, so padding cannot shift it
+            feats = feats - masked_mean(feats, lengths[first]).unsqueeze(1)
         return feats, lengths[first]
 
     def forward(self, x, lengths) -> torch.Tensor:
@@ -80,14 +88,17 @@ class ERIModel(nn.Module):
         return [m for b in self.branches.values() if hasattr(b.encoder, "routing_masks") for m in b.encoder.routing_masks()]
 
 
+BRANCH_KEYS = ("name", "streams", "encoder", "center")
+
+
 def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int], stream_stats: dict | None = None) -> ERIModel:
-    """Build from config: ``branches`` = [{name, streams, encoder: {name, ...}}], ``fusion`` = {name, ...}."""
+    """Build from config: ``branches`` = [{name, streams, encoder: {name, ...}, center?}], ``fusion`` = {name, ...}."""
     built = {}
     for i, spec in enumerate(branches):
         spec = dict(spec)
-        unknown = sorted(set(spec) - {"name", "streams", "encoder"})
+        unknown = sorted(set(spec) - set(BRANCH_KEYS))
         if unknown:
-            raise ConfigKeyError(f"unknown key(s) {unknown} in model.branches[{i}]; valid keys: ['name', 'streams', 'encoder']")
+            raise ConfigKeyError(f"unknown key(s) {unknown} in model.branches[{i}]; valid keys: {list(BRANCH_KEYS)}")
         name = spec.get("name") or f"branch{i}"
         streams = list(spec["streams"])
         missing = [s for s in streams if s not in stream_dims]
@@ -98,6 +109,6 @@ def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int]
         if stream_stats is not None:
             mean = torch.cat([torch.as_tensor(stream_stats[s][0]) for s in streams])
             std = torch.cat([torch.as_tensor(stream_stats[s][1]) for s in streams])
-        built[name] = Branch(streams, encoder, mean, std)
+        built[name] = Branch(streams, encoder, mean, std, center=spec.get("center", False))
     fusion_module = build(FUSIONS, "fusion", fusion, in_dims={n: b.encoder.out_dim for n, b in built.items()})
     return ERIModel(built, fusion_module)
