@@ -74,13 +74,14 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-def _valid_keys(key_path: str) -> list[str]:
+def _valid_keys(key_path: str, schema: Any = None) -> list[str]:
     """The valid keys at the level of ``key_path`` (e.g. ``data.bach_size`` -> DataConfig's fields)."""
-    node: Any = Config
+    node: Any = Config if schema is None else schema
     for part in key_path.split(".")[:-1]:
-        if not dataclasses.is_dataclass(node):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
             return []
-        node = {f.name: f for f in dataclasses.fields(node)}[part].default_factory
+        node = fields[part].default_factory
     return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
 
 
@@ -88,12 +89,13 @@ class ConfigError(ValueError):
     pass
 
 
-def _guard(fn, what: str):
+def guard(fn, what: str, schema: Any = None):
+    """Run an OmegaConf merge/update; turn its errors into a ConfigError naming the source and the valid keys."""
     try:
         return fn()
     except (ConfigKeyError, ConfigAttributeError) as e:
         key = getattr(e, "full_key", None) or str(e)
-        valid = _valid_keys(key)
+        valid = _valid_keys(key, schema)
         raise ConfigError(f"{what}: unknown config key '{key}'" + (f"; valid keys here: {valid}" if valid else "")) from None
     except ValidationError as e:
         raise ConfigError(f"{what}: {e.msg} (key '{e.full_key}')") from None
@@ -106,21 +108,28 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
-    """Schema <- YAML file <- ``key=value`` overrides (list indices as ``model.branches.0.encoder.hidden``)."""
-    cfg = OmegaConf.structured(Config)
+def load_structured(schema: Any, path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
+    """``schema`` (a dataclass) <- YAML file <- ``key=value`` overrides, every unknown key an error that lists
+    the valid ones. Shared by training, MMA and extraction configs. A dict or list override value replaces
+    the old one (``loss={pcc: 1.0}`` drops l2); a scalar sets one key; list items by index (``a.0.b=1``)."""
+    cfg = OmegaConf.structured(schema)
     if path is not None:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} not found")
         data = yaml.safe_load(path.read_text()) or {}
-        cfg = _guard(lambda: OmegaConf.merge(cfg, data), str(path))
-        if cfg.out is None:
-            cfg.out = f"runs/{path.stem}"
+        cfg = guard(lambda: OmegaConf.merge(cfg, data), str(path), schema)
     for item in overrides:
         key, value = parse_override(item)
-        # a dict or list value replaces the old one (loss={pcc: 1.0} drops l2), a scalar sets one key
-        _guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'")
+        guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'", schema)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
+    """The training config (``Config``); see ``load_structured``."""
+    cfg = load_structured(Config, path, overrides)
+    if cfg.out is None and path is not None:
+        cfg.out = f"runs/{Path(path).stem}"
     if not cfg.loss:
         cfg.loss = {"l2": 1.0}
     if not cfg.model.branches:

@@ -26,7 +26,6 @@ whose config hash is current.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -36,11 +35,10 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from eri.config import ConfigError
+from eri.config import ConfigError, load_structured
 from eri.data.labels import normalise_id, read_manifest
 from eri.data.store import FeatureStore, atomic_write_text
 from eri.features.base import config_hash
@@ -87,17 +85,7 @@ STREAM_KEYS = ("name", "stream", "dtype", "config")
 
 def load_extract_config(path: str | Path | None = None, overrides: list[str] = ()) -> Any:
     """Schema <- YAML <- ``key=value`` overrides; unknown keys are errors listing the valid ones."""
-    from eri.config import parse_override
-
-    cfg = OmegaConf.structured(ExtractConfig)
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found")
-        cfg = _guard_extract(lambda: OmegaConf.merge(cfg, yaml.safe_load(path.read_text()) or {}), str(path))
-    for item in overrides:
-        key, value = parse_override(item)
-        _guard_extract(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'")
+    cfg = load_structured(ExtractConfig, path, overrides)
     if not cfg.extractors:
         raise ConfigError(f"{path}: `extractors` is empty: name at least one (e.g. - {{name: holistic}})")
     for i, spec in enumerate(cfg.extractors):
@@ -109,24 +97,6 @@ def load_extract_config(path: str | Path | None = None, overrides: list[str] = (
     if cfg.dtype not in ("float16", "float32"):
         raise ConfigError(f"{path}: dtype must be float16 or float32, got {cfg.dtype}")
     return cfg
-
-
-def _guard_extract(fn, what: str):
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-
-    try:
-        return fn()
-    except (ConfigKeyError, ConfigAttributeError) as e:
-        key = getattr(e, "full_key", None) or str(e)
-        node: Any = ExtractConfig
-        for part in key.split(".")[:-1]:
-            f = {f.name: f for f in dataclasses.fields(node)}.get(part) if dataclasses.is_dataclass(node) else None
-            node = f.default_factory if f else None
-        valid = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-        hint = f"; valid keys here: {valid}" if valid else ""
-        raise ConfigError(f"{what}: unknown config key '{key}'{hint}") from None
-    except ValidationError as e:
-        raise ConfigError(f"{what}: {e.msg} (key '{e.full_key}')") from None
 
 
 # ----------------------------------------------------------------------------- dataset listing

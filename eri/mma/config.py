@@ -9,16 +9,13 @@ keys are errors listing the valid ones), with `optim` and `trainer` groups share
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf import DictConfig
 
-from eri.config import ConfigError, OptimConfig, TrainerConfig, parse_override
+from eri.config import ConfigError, OptimConfig, TrainerConfig, load_structured
 
 DATASET_KEYS = ("reader", "root", "name", "weight", "tasks", "options", "train_split", "val_split")
 TASKS = ("va", "expr", "au")
@@ -56,41 +53,10 @@ class MMAConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-def _valid_keys(key_path: str) -> list[str]:
-    node: Any = MMAConfig
-    for part in key_path.split(".")[:-1]:
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            return []
-        node = fields[part].default_factory
-    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-
-
-def _guard(fn, what: str):
-    try:
-        return fn()
-    except (ConfigKeyError, ConfigAttributeError) as e:
-        key = getattr(e, "full_key", None) or str(e)
-        valid = _valid_keys(key)
-        raise ConfigError(
-            f"{what}: unknown config key '{key}'" + (f"; valid keys here: {valid}" if valid else "")
-        ) from None
-    except ValidationError as e:
-        raise ConfigError(f"{what}: {e.msg} (key '{e.full_key}')") from None
-
-
 def load_mma_config(path=None, overrides=()) -> DictConfig:
-    cfg = OmegaConf.structured(MMAConfig)
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found")
-        cfg = _guard(lambda: OmegaConf.merge(cfg, yaml.safe_load(path.read_text()) or {}), str(path))
-        if cfg.out is None:
-            cfg.out = f"runs/{path.stem}"
-    for item in overrides:
-        key, value = parse_override(item)
-        _guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'")
+    cfg = load_structured(MMAConfig, path, overrides)
+    if cfg.out is None and path is not None:
+        cfg.out = f"runs/{Path(path).stem}"
     if not cfg.data.datasets:
         raise ConfigError("data.datasets is empty: name at least one dataset (reader + root)")
     for i, d in enumerate(cfg.data.datasets):

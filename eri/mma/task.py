@@ -18,7 +18,7 @@ from torchmetrics.regression import ConcordanceCorrCoef
 from eri.mma.losses import LOSS_KEYS, MMALoss
 from eri.mma.model import AU_IDS, CHECKPOINT_KEY, EXPRESSIONS, create_mma
 from eri.models.model import ConfigKeyError
-from eri.training.task import OPTIMIZERS, ERITask
+from eri.training.task import ERITask, configure_optimizer
 
 
 class _SetMetrics(nn.Module):
@@ -114,16 +114,7 @@ class MMATask(L.LightningModule):
         self.results["score"] = score
 
     def configure_optimizers(self):
-        cfg = dict(self.optim)
-        name = cfg.pop("name")
-        step, gamma = cfg.pop("lr_step_epochs"), cfg.pop("lr_gamma")
-        if name not in OPTIMIZERS:
-            raise KeyError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
-        opt = OPTIMIZERS[name](self.parameters(), **cfg)
-        if not step:
-            return opt
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return configure_optimizer(self.parameters(), self.optim)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The architecture spec (what `load_mma` rebuilds from) and the RNG states (exact resume)."""

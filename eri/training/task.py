@@ -24,6 +24,21 @@ from eri.training.metrics import score
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
+def configure_optimizer(params, optim: dict):
+    """``optim`` = {name, lr, weight_decay, lr_step_epochs, lr_gamma} -> what Lightning's
+    ``configure_optimizers`` returns (StepLR per epoch when ``lr_step_epochs`` > 0)."""
+    cfg = dict(optim)
+    name = cfg.pop("name")
+    step, gamma = cfg.pop("lr_step_epochs"), cfg.pop("lr_gamma")
+    if name not in OPTIMIZERS:
+        raise KeyError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
+    opt = OPTIMIZERS[name](params, **cfg)
+    if not step:
+        return opt
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
 class ERITask(L.LightningModule):
     def __init__(self, model: nn.Module, loss: dict, optim: dict):
         super().__init__()
@@ -48,16 +63,7 @@ class ERITask(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        cfg = dict(self.optim)
-        name = cfg.pop("name")
-        step, gamma = cfg.pop("lr_step_epochs"), cfg.pop("lr_gamma")
-        if name not in OPTIMIZERS:
-            raise KeyError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
-        opt = OPTIMIZERS[name](self.parameters(), **cfg)
-        if not step:
-            return opt
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return configure_optimizer(self.parameters(), self.optim)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
