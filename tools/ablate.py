@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Train the papers' ablation tables and write them (Markdown, CSV, LaTeX, a bar chart per table).
+
+    python tools/ablate.py --table 004-table2 [--seeds N] [--preset tiny|hume-small|real] [--out DIR] [key=value ...]
+    python tools/ablate.py --table all --preset tiny
+
+Tables: 004-table2 (holistic / AU / audio combinations), 004-table3 (AU occurrence, intensity, both),
+000-table3 (MMA subsets VA / EXPR / AU, Mask layer, routing, PCC vs MSE loss), 000-table4 (GRU vs
+LSTM, layers, units). Rows are cached by their resolved config: a rerun trains only what changed.
+key=value overrides apply to every row (e.g. trainer.max_epochs=6) and are part of the cache key.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eri.config import ConfigError  # noqa: E402
+from eri.search.ablate import PRESETS, TABLES, run_tables  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", required=True, help=f"one of {sorted(TABLES)}, or all")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (mean and std)")
+    p.add_argument("--preset", default="hume-small", choices=sorted(PRESETS))
+    p.add_argument("--out", help="output folder (default runs/ablate/<preset>)")
+    p.add_argument("--data-root", help="dataset root (required by --preset real; default: the preset's)")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every row")
+    a = p.parse_args(argv)
+    if a.preset == "real" and not a.data_root:
+        p.error("--preset real needs --data-root pointing at your dataset")
+    if a.seeds < 1:
+        p.error("--seeds must be >= 1")
+    names = sorted(TABLES) if a.table == "all" else a.table.split(",")
+    try:
+        results = run_tables(
+            names,
+            preset=a.preset,
+            seeds=a.seeds,
+            out=a.out or f"runs/ablate/{a.preset}",
+            extra=a.overrides,
+            data_root=a.data_root,
+        )
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(Path(r["folder"], "table.md").read_text())
+        print(f"({r['trained']} run(s) trained, the rest cached; files in {r['folder']})\n")
+    return 1 if any(row["error"] for r in results for row in r["rows"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

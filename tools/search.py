@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Optuna study over fusion choices (one worker; start more with the same command and --storage).
+
+    python tools/search.py --config configs/search/fusion.yaml [--storage URL] [--study-name NAME]
+                           [--n-trials N] [--timeout S] [--out DIR] [--no-final] [key=value ...]
+
+--n-trials is the study's total over all workers and reruns; rerunning continues the study.
+Default storage: sqlite:///<out>/study.db. Several machines: a shared PostgreSQL URL, e.g.
+postgresql+psycopg2://user@host:5432/db (`python -m eri.search.postgres` starts a local throwaway one).
+When the study is complete: <out>/best.yaml (run it with tools/train.py --config), <out>/best/ (its
+retrain, scored on test), <out>/plots/*.png, <out>/trials.csv, <out>/summary.json.
+key=value overrides apply to the search config (e.g. pruner.name=hyperband).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eri.config import ConfigError  # noqa: E402
+from eri.search.study import load_search_config, run_search  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="search config (see configs/search/)")
+    p.add_argument("--storage", help="SQLAlchemy URL shared by the workers (default: SQLite in the study folder)")
+    p.add_argument("--study-name")
+    p.add_argument("--n-trials", type=int, help="the study's total number of trials")
+    p.add_argument("--timeout", type=float, help="seconds after which this process starts no new trial")
+    p.add_argument("--out", help="study folder (default runs/search/<config name>)")
+    p.add_argument("--no-final", action="store_true", help="skip the best-config retrain and plots in this worker")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the search config")
+    a = p.parse_args(argv)
+    extra = [
+        f"{k}={v}"
+        for k, v in (
+            ("storage", a.storage),
+            ("study_name", a.study_name),
+            ("n_trials", a.n_trials),
+            ("timeout", a.timeout),
+            ("out", a.out),
+        )
+        if v is not None
+    ]
+    try:
+        scfg = load_search_config(a.config, [*a.overrides, *extra])
+        result = run_search(scfg, final=False if a.no_final else None)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue the study", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
