@@ -111,7 +111,10 @@ def test_interrupted_study_continues_on_rerun(tmp_path, tiny_root):
         f"base_overrides.0=data.root={tiny_root}",
         "base_overrides.3=trainer.max_epochs=20",
     ]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a job started in the background by a non-interactive shell (as CI may run us) inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: give the worker the default disposition back
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "trials" / "0000" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
