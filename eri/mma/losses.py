@@ -22,16 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from eri.mma.model import expression_au_table
+from eri.training.losses import ccc
 
 LOSS_KEYS = ("va", "expr", "au", "consistency", "consistency_detach")
-
-
-def ccc(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Concordance correlation coefficient per column of (N, C) -> (C,), population moments."""
-    pm, tm = pred.mean(0), target.mean(0)
-    pv, tv = pred.var(0, unbiased=False), target.var(0, unbiased=False)
-    cov = ((pred - pm) * (target - tm)).mean(0)
-    return 2 * cov / (pv + tv + (pm - tm) ** 2 + 1e-8)
 
 
 def consistency_loss(

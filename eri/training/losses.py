@@ -22,11 +22,15 @@ def pcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - r.mean()
 
 
-def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def ccc(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation per column of (N, C) -> (C,), population moments."""
     pm, tm = pred.mean(0), target.mean(0)
     cov = ((pred - pm) * (target - tm)).mean(0)
-    ccc = 2 * cov / (pred.var(0, unbiased=False) + target.var(0, unbiased=False) + (pm - tm) ** 2 + EPS)
-    return 1 - ccc.mean()
+    return 2 * cov / (pred.var(0, unbiased=False) + target.var(0, unbiased=False) + (pm - tm) ** 2 + EPS)
+
+
+def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 1 - ccc(pred, target).mean()
 
 
 LOSSES = {"l2": l2_loss, "pcc": pcc_loss, "ccc": ccc_loss}
