@@ -60,6 +60,7 @@ class TrainerConfig:
     limit_train_batches: Optional[float] = None  # fraction or count, for quick checks
     log_every_n_steps: int = 10
     deterministic: bool = True
+    flush_denormal: bool = True  # CPU: treat denormal floats as 0 (RNN gradients decay into them, 10x slower)
     progress_bar: bool = True
 
 

@@ -46,6 +46,17 @@ def test_row_configs_follow_the_papers_choices(tiny_root):
     assert config_hash(resolve(t3, t3.rows[2], "tiny", 0)) != config_hash(resolve(t3, t3.rows[2], "tiny", 1))
 
 
+def test_cache_key_follows_the_synthetic_generator(monkeypatch):
+    """A recalibrated generator (same config, other knobs) must not be served runs trained on the old data."""
+    from eri.data import synthetic
+
+    t = TABLES["000-table3"]
+    before = config_hash(resolve(t, t.rows[0], "tiny", 0))
+    tiny = {**synthetic.PRESETS["tiny"], "visibility": {**synthetic.PRESETS["tiny"]["visibility"], "mma": [0.1] * 7}}
+    monkeypatch.setitem(synthetic.PRESETS, "tiny", tiny)
+    assert config_hash(resolve(t, t.rows[0], "tiny", 0)) != before
+
+
 @pytest.fixture(scope="module")
 def all_tables(tmp_path_factory, tiny_root):
     out = tmp_path_factory.mktemp("ablate")

@@ -31,3 +31,19 @@ def test_cli_reports_config_errors_with_exit_code_2(capsys):
     assert train_main(["--config", "configs/demo.yaml", "optim.learning_rate=1"]) == 2
     err = capsys.readouterr().err
     assert "optim.learning_rate" in err and "'lr'" in err
+
+
+def test_training_flushes_denormals_unless_told_not_to():
+    """RNN gradients decay into denormal floats, which the CPU computes on very slowly; training flushes them."""
+    import torch
+
+    from eri.training.run import configure_cpu
+
+    tiny = torch.tensor([1e-40])  # a float32 denormal
+    try:
+        configure_cpu(load_config("configs/demo.yaml", []))
+        assert (tiny * 1.0).item() == 0.0
+        configure_cpu(load_config("configs/demo.yaml", ["trainer.flush_denormal=false"]))
+        assert (tiny * 1.0).item() > 0.0
+    finally:
+        torch.set_flush_denormal(False)

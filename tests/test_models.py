@@ -51,6 +51,22 @@ def test_padding_invariance(encoder):
     assert together.shape == (3, 7) and bool(((together > 0) & (together < 1)).all())
 
 
+def test_unidirectional_lstm_equals_the_packed_sequence_reference():
+    """The padded fast path gives what the MuSe baseline's packed LSTM gives, whatever the padding."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    enc = ENCODERS["lstm"](6, hidden=8, layers=2)
+    x, lengths = _batch([12, 30, 25], [3, 9, 7])
+    xa, la = x["a"], lengths["a"]
+    with torch.no_grad():
+        _, (h, _) = enc.lstm(pack_padded_sequence(xa, la, batch_first=True, enforce_sorted=False))
+        ours = enc(xa, la)
+        longer = enc(torch.cat([xa, torch.randn(3, 20, 6)], dim=1), la)  # garbage after each video's end
+    torch.testing.assert_close(ours, h[-1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(longer, ours, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("encoder", ["gru_transformer", "masked_rnn"])
 def test_centred_branch_ignores_a_per_video_offset_and_padding(encoder):
     """``center: true`` removes each video's own baseline (identity, lighting): adding a constant vector to all

@@ -29,6 +29,10 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="training throughput per encoder and video length")
     t.add_argument("--encoders", nargs="+", default=list(PAPER_ENCODERS), choices=list(PAPER_ENCODERS))
     t.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 450], help="frames per video (max; min is 2/3 of it)")
+    t.add_argument("--size", default="paper", choices=["paper", "demo"],
+                   help="encoder sizes: the papers' (default) or configs/demo.yaml's CPU size")
+    t.add_argument("--no-flush-denormal", action="store_true",
+                   help="compute on denormal floats as PyTorch does by default (training flushes them)")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--steps", type=int, default=2, help="timed batched steps")
     t.add_argument("--loop-videos", type=int, default=8, help="timed one-at-a-time videos")
@@ -78,9 +82,10 @@ def main(argv=None) -> int:
         print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}/comparison.csv")
         return 0
 
-    print(f"training throughput, {args.device}, {args.precision}, batch {args.batch}")
+    print(f"training throughput, {args.size} size, {args.device}, {args.precision}, batch {args.batch}, "
+          f"denormals {'kept' if args.no_flush_denormal else 'flushed'}")
     rows = train_throughput(args.encoders, args.lengths, args.batch, args.steps, args.loop_videos,
-                            args.device, args.precision, args.threads)
+                            args.device, args.precision, args.threads, args.size, not args.no_flush_denormal)
     df = pd.DataFrame(rows)
     atomic_write_text(Path(args.out), df.to_csv(index=False))
     print("\n" + df.to_markdown(index=False))

@@ -25,7 +25,7 @@ from eri.data.store import atomic_write_text
 from eri.mma.config import TASKS
 from eri.mma.data import READERS, FaceDataset, MixSampler, Records, build_augment
 from eri.mma.task import MMATask
-from eri.training.run import _check_resume, build_trainer, configure_threads
+from eri.training.run import _check_resume, build_trainer, configure_cpu
 
 
 def _restrict(rec: Records, tasks) -> Records:
@@ -114,7 +114,7 @@ def train_mma(cfg: DictConfig) -> dict:
     out = Path(cfg.out or "runs/mma")
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    configure_threads(cfg)
+    configure_cpu(cfg)
     prepare(cfg)
     resume = _check_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -186,8 +186,16 @@ class MaskedRNN(nn.Module):
 
 @register_encoder("lstm")
 class PackedLSTM(nn.Module):
-    """The MuSe 2022 baseline: LSTM over packed sequences; the summary is the last real step's
-    hidden state (both directions concatenated when bidirectional)."""
+    """The MuSe 2022 baseline: LSTM whose summary is the last real step's hidden state (both
+    directions concatenated when bidirectional).
+
+    Unidirectional, it runs over the padded batch and picks each video's last real output, which
+    equals the packed-sequence result (a real step never sees the padding after it) and trains
+    several times faster on CPU: backpropagating through a packed sequence slices the whole packed
+    input once per step, which grows with T^2 (the LSTM alone, batch 32, T = 300, one thread:
+    43 vs 177 videos/s at 1 x 64, 7 vs 65 at the baseline's 2 x 128).
+    Bidirectional, the backward direction must start at each video's own end, so it packs.
+    """
 
     def __init__(self, in_dim: int, hidden: int = 128, layers: int = 2, bidirectional: bool = False, dropout: float = 0.0):
         super().__init__()
@@ -197,11 +205,13 @@ class PackedLSTM(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)
         if self.lstm.bidirectional:
+            packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.lstm(packed)
             return torch.cat([h[-2], h[-1]], dim=-1)
-        return h[-1]
+        out, _ = self.lstm(x)
+        last = (lengths.clamp(min=1) - 1).to(out.device)
+        return out[torch.arange(len(out), device=out.device), last]
 
 
 @register_encoder("mean_pool")

@@ -195,10 +195,18 @@ def resolve(
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Names a run by everything that changes its numbers (the resolved config without ``out``)."""
+    """Names a run by everything that changes its numbers: the resolved config without ``out``, and for a
+    synthetic preset the generator's own hash of its knobs, so a recalibrated generator is not served
+    runs trained on the old data. (A real dataset at ``data.root`` is taken as fixed.)"""
     c = cfg.copy()
     c.out = None
-    return hashlib.sha1(to_yaml(c).encode()).hexdigest()[:12]
+    blob = to_yaml(c)
+    if cfg.data.synthetic:
+        from eri.data import synthetic
+
+        knobs = synthetic.resolve_preset(cfg.data.synthetic)
+        blob += f"\nsynthetic: {synthetic.config_hash(knobs, cfg.data.synthetic_seed)}"
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def run_row(cfg: DictConfig, runs: Path) -> tuple[dict, bool]:

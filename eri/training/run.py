@@ -95,10 +95,14 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Tr
     return L.Trainer(**kwargs)
 
 
-def configure_threads(cfg: DictConfig) -> None:
-    """Several CPU ranks on one machine: split the cores between them (oversubscribed OpenMP
-    threads spin against each other and can run 10-30x slower)."""
+def configure_cpu(cfg: DictConfig) -> None:
+    """CPU settings of this process. Several CPU ranks on one machine split the cores between them
+    (oversubscribed OpenMP threads spin against each other and can run 10-30x slower).
+    ``trainer.flush_denormal``: gradients flowing back through time from a video's last step decay
+    into denormal floats, on which x86 cores are very slow; flushing them to 0 made a 1 x 64 LSTM
+    alone train 9x faster (149 vs 17 videos/s, T = 300, batch 32) and changes no value above 1e-38."""
     t = cfg.trainer
+    torch.set_flush_denormal(bool(t.flush_denormal))
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and isinstance(t.devices, int) and t.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
@@ -145,7 +149,7 @@ def train(cfg: DictConfig, callbacks=()) -> dict:
     out = Path(cfg.out or "runs/run")
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    configure_threads(cfg)
+    configure_cpu(cfg)
     root = prepare_data_root(cfg)
     resume = _check_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +212,7 @@ def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None
     best = run_dir / json.loads(metrics_path.read_text())["checkpoint"] if metrics_path.exists() else None
     if best is None or not best.exists():
         raise FileNotFoundError(f"{run_dir}: no finished run (metrics.json naming the best checkpoint) found")
-    configure_threads(cfg)
+    configure_cpu(cfg)
     prepare_data_root(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, progress=False)
