@@ -39,7 +39,9 @@ def test_training_flushes_denormals_unless_told_not_to():
 
     from eri.training.run import configure_cpu
 
+    torch.set_flush_denormal(False)  # earlier trainings in this process flushed; make the denormal first
     tiny = torch.tensor([1e-40])  # a float32 denormal
+    assert tiny.item() > 0.0
     try:
         configure_cpu(load_config("configs/demo.yaml", []))
         assert (tiny * 1.0).item() == 0.0
