@@ -19,8 +19,8 @@ on data whose difficulties are the real ones. The generator therefore reproduces
   amplitude jitter (independent across streams, so fusion averages it out), its own mixing and noise.
   No stream sees every emotion well: ``mma``, a basic-expression and AU model, sees Adoration, Anxiety
   and Empathic-Pain only weakly (no basic expression stands for them), AUs see the negative emotions,
-  the holistic embedding Adoration, Amusement, Disgust and Surprise, audio Amusement, Fear and Surprise. So fusing
-  streams beats any single one, as on the real task (paper 004, Table 2).
+  the holistic embedding Adoration, Amusement, Disgust and Surprise, audio Amusement, Fear and
+  Surprise. So fusing streams beats any single one, as on the real task (paper 004, Table 2).
 * **Nuisances**: talking (audio, mouth AUs 10/25/26, holistic), head motion (holistic), per-subject
   static offsets (identity; holistic, audio, AU baselines), frames without a face in short bursts (their
   features are garbage or zeros and ``valid`` is False) and about 1% of videos with < 50 valid frames.

@@ -185,7 +185,7 @@ class MaskedRNN(nn.Module):
 
 
 @register_encoder("lstm")
-class PackedLSTM(nn.Module):
+class LastStepLSTM(nn.Module):
     """The MuSe 2022 baseline: LSTM whose summary is the last real step's hidden state (both
     directions concatenated when bidirectional).
 

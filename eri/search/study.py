@@ -43,7 +43,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from eri.config import ConfigError, load_config, to_yaml
+from eri.config import ConfigError, load_config, load_structured, to_yaml
 from eri.data.store import atomic_write_bytes, atomic_write_text
 
 OBJECTIVE = "val/mean_pcc"
@@ -105,8 +105,6 @@ LAYER_KEY = {"gru_transformer": "gru_layers", "lstm": "layers", "masked_rnn": "r
 
 def load_search_config(path: str | Path, overrides: list[str] = ()) -> DictConfig:
     """Schema <- YAML <- ``key=value``; unknown keys (also inside ``space``) are errors listing the valid ones."""
-    from eri.config import load_structured
-
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"search config {path} not found")
@@ -560,15 +558,15 @@ class Search:
         }
         if retrain:
             final = self.out / "best" / "metrics.json"
+            wanted = load_config(self.out / "best.yaml", ["trainer.progress_bar=false"])
             if (
                 final.exists()
                 and (self.out / "best" / "config.yaml").exists()
-                and to_yaml(load_config(self.out / "best" / "config.yaml", ["trainer.progress_bar=false"]))
-                == to_yaml(load_config(self.out / "best.yaml", ["trainer.progress_bar=false"]))
+                and to_yaml(load_config(self.out / "best" / "config.yaml", ["trainer.progress_bar=false"])) == to_yaml(wanted)
             ):
                 metrics = json.loads(final.read_text())  # already retrained with this very config
             else:
-                metrics = train(load_config(self.out / "best.yaml", ["trainer.progress_bar=false"]))
+                metrics = train(wanted)
             summary["retrain"] = {s: metrics[s]["mean_pcc"] for s in ("val", "test") if s in metrics}
         atomic_write_text(self.out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         summary["plots"] = save_plots(study, self.out / "plots")
