@@ -189,7 +189,7 @@ def demo_comparison(out_dir: str, extra: list[str] = (), only=None, progress=pri
     from pathlib import Path
 
     from eri.config import load_config
-    from eri.data.store import atomic_write_text
+    from eri.io import atomic_write_text
     from eri.training.run import train
 
     rows = []

@@ -1,35 +1,49 @@
 """Run configuration: a typed OmegaConf schema, YAML files, and ``key=value`` overrides.
 
 Every key is checked: a typo is an error that names the key and lists the valid ones, whether it
-comes from a YAML file or the command line. Model components (``model.branches[*].encoder``,
-``model.fusion``) are checked against their constructors when the model is built.
+comes from a YAML file or the command line. Every value with a range or a fixed set of choices
+declares it once, in the schema (``rule(default, ge=1)``, ``rule("auto", choices=...)``), and is
+checked after the overrides. Model components (``model.branches[*].encoder``, ``model.fusion``)
+are checked against their constructors when the model is built. Every problem is a `ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from eri.errors import ConfigError
+
+
+def rule(default, **check):
+    """A schema field with its allowed values: ``ge``/``gt``/``le``/``lt`` bounds, or ``choices``.
+    ``None`` always passes (it means "not set" for Optional fields)."""
+    return field(default=default, metadata=check)
 
 
 @dataclass
 class DataConfig:
     root: str = "data/hume-small"  # dataset root: ABAW5 (data_info.csv) or MuSe 2022 layout + features
-    layout: str = "auto"  # auto | abaw5 | muse2022
+    layout: str = rule("auto", choices=("auto", "abaw5", "muse2022"))
     synthetic: Optional[str] = None  # a synthetic preset: generate `root` on first use when missing
     synthetic_seed: int = 0
-    batch_size: int = 32
-    eval_batch_size: Optional[int] = None
-    num_workers: int = 0
+    batch_size: int = rule(32, ge=1)
+    eval_batch_size: Optional[int] = rule(None, ge=1)
+    num_workers: int = rule(0, ge=0)
     drop_invalid_frames: bool = True  # drop frames without a face (paper 004)
-    min_valid_frames: int = 50  # fewer valid frames: not trained on, predicted with the train-label mean
-    frame_stride: int = 1  # keep every k-th frame of per-frame streams (1 = all frames)
+    min_valid_frames: int = rule(50, ge=0)  # fewer valid frames: not trained on, predicted with the train-label mean
+    frame_stride: int = rule(1, ge=1)  # keep every k-th frame of per-frame streams (1 = all frames)
     standardize: bool = True  # z-score each feature column with training-set statistics (kept in the model)
+    # a feature file that is damaged or has the wrong shape: `error` stops before training, naming it;
+    # `skip` leaves that video out of training (predicted with the train-label mean) and reports it
+    bad_files: str = rule("error", choices=("error", "skip"))
 
 
 @dataclass
@@ -40,25 +54,25 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | adam | sgd
-    lr: float = 1e-4
-    weight_decay: float = 0.5
-    lr_step_epochs: int = 10  # StepLR: multiply the lr by lr_gamma every this many epochs (0: constant)
-    lr_gamma: float = 0.5
+    name: str = rule("adamw", choices=("adamw", "adam", "sgd"))
+    lr: float = rule(1e-4, gt=0)
+    weight_decay: float = rule(0.5, ge=0)
+    lr_step_epochs: int = rule(10, ge=0)  # StepLR: multiply the lr by lr_gamma every this many epochs (0: constant)
+    lr_gamma: float = rule(0.5, gt=0)
 
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 30
-    accelerator: str = "auto"  # cpu | gpu | auto
+    max_epochs: int = rule(30, ge=1)
+    accelerator: str = rule("auto", choices=("auto", "cpu", "gpu", "cuda", "mps"))
     devices: Any = 1
-    num_nodes: int = 1
+    num_nodes: int = rule(1, ge=1)
     strategy: str = "auto"  # e.g. ddp (Lightning's own DDP; gloo on CPU, nccl on GPU)
-    precision: str = "32-true"
-    gradient_clip_val: Optional[float] = None
-    early_stopping_patience: Optional[int] = None  # epochs without val improvement; None: off
-    limit_train_batches: Optional[float] = None  # fraction or count, for quick checks
-    log_every_n_steps: int = 10
+    precision: str = rule("32-true", choices=("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true"))
+    gradient_clip_val: Optional[float] = rule(None, gt=0)
+    early_stopping_patience: Optional[int] = rule(None, ge=1)  # epochs without val improvement; None: off
+    limit_train_batches: Optional[float] = rule(None, gt=0)  # fraction or count, for quick checks
+    log_every_n_steps: int = rule(10, ge=1)
     deterministic: bool = True
     flush_denormal: bool = True  # CPU: treat denormal floats as 0 (RNN gradients decay into them, 10x slower)
     progress_bar: bool = True
@@ -86,10 +100,6 @@ def _valid_keys(key_path: str, schema: Any = None) -> list[str]:
     return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def guard(fn, what: str, schema: Any = None):
     """Run an OmegaConf merge/update; turn its errors into a ConfigError naming the source and the valid keys."""
     try:
@@ -100,13 +110,72 @@ def guard(fn, what: str, schema: Any = None):
         raise ConfigError(f"{what}: unknown config key '{key}'" + (f"; valid keys here: {valid}" if valid else "")) from None
     except ValidationError as e:
         raise ConfigError(f"{what}: {e.msg} (key '{e.full_key}')") from None
+    except OmegaConfBaseException as e:  # e.g. a list where a mapping belongs
+        raise ConfigError(f"{what}: {getattr(e, 'msg', e)} (key '{getattr(e, 'full_key', '?')}')") from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like key=value (e.g. trainer.max_epochs=5)")
     key, value = item.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_problem(e)})") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file that must hold a mapping; every problem is a `ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level, found a {type(data).__name__}")
+    resolver = _RESOLVER.search(yaml.safe_dump(data))
+    if resolver:  # ${oc.env:...} would copy a secret from the environment into the saved config
+        raise ConfigError(f"{path}: resolvers like {resolver.group(0)}...}} are not allowed in config files; "
+                          "plain ${key} references are")
+    return data
+
+
+_RESOLVER = re.compile(r"\$\{\s*[\w.]+\s*:")
+
+
+def check_rules(cfg: Any, schema: Any, where: str, prefix: str = "") -> None:
+    """Every ``rule(...)`` of ``schema`` (recursively) against ``cfg``; the first violation is a ConfigError."""
+    for f in dataclasses.fields(schema):
+        value = cfg.get(f.name)
+        key = f"{prefix}{f.name}"
+        nested = OmegaConf.get_type(value) if isinstance(value, DictConfig) else None
+        if nested is not None and dataclasses.is_dataclass(nested):
+            check_rules(value, nested, where, f"{key}.")
+            continue
+        if value is None or not f.metadata:
+            continue
+        m = f.metadata
+        bad = (
+            ("choices" in m and value not in m["choices"] and f"must be one of {list(m['choices'])}")
+            or ("ge" in m and not value >= m["ge"] and f"must be >= {m['ge']}")
+            or ("gt" in m and not value > m["gt"] and f"must be > {m['gt']}")
+            or ("le" in m and not value <= m["le"] and f"must be <= {m['le']}")
+            or ("lt" in m and not value < m["lt"] and f"must be < {m['lt']}")
+        )
+        if bad:
+            raise ConfigError(f"{where}: {key} = {value!r} {bad}")
 
 
 def load_structured(schema: Any, path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
@@ -115,14 +184,12 @@ def load_structured(schema: Any, path: str | Path | None = None, overrides: list
     the old one (``loss={pcc: 1.0}`` drops l2); a scalar sets one key; list items by index (``a.0.b=1``)."""
     cfg = OmegaConf.structured(schema)
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path)
         cfg = guard(lambda: OmegaConf.merge(cfg, data), str(path), schema)
     for item in overrides:
         key, value = parse_override(item)
         guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'", schema)
+    check_rules(cfg, schema, str(path) if path is not None else "config")
     return cfg
 
 

@@ -6,8 +6,11 @@ import pytest
 import torch
 import torchvision
 
+from eri.errors import ConfigError
 from eri.features.base import Extractor, config_hash
-from eri.features.extractors import EXTRACTORS, WeightsError, build_extractor, config_keys, extractor_class
+from eri.errors import CheckpointError, WeightsError
+from eri.features.extractors import EXTRACTORS, build_extractor, extractor_class
+from eri.registry import config_keys
 
 
 def _crops(n=3, size=112, seed=0):
@@ -19,9 +22,9 @@ def test_registry_names_kinds_and_key_checking():
         cls = extractor_class(name)
         assert issubclass(cls, Extractor) and cls.kind in ("face", "audio", "file")
     assert [extractor_class(n).dim for n in ("holistic", "mma", "au")] == [512, 26, 34]
-    with pytest.raises(KeyError, match="registered"):
+    with pytest.raises(ConfigError, match="valid"):
         extractor_class("resnet")
-    with pytest.raises(KeyError, match=r"valid keys: \['weights', 'random_init'"):
+    with pytest.raises(ConfigError, match=r"valid keys: \['name', 'weights', 'random_init'"):
         build_extractor("holistic", {"wieghts": "x"})
     assert "device" in config_keys(extractor_class("holistic"))
     assert set(EXTRACTORS) >= {"holistic", "au", "mma", "muse"}
@@ -82,11 +85,11 @@ def test_holistic_weight_errors_name_the_file(tmp_path):
         build_extractor("holistic", {"weights": str(tmp_path / "missing.pth")})
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nope")
-    with pytest.raises(WeightsError, match="bad.pth is not a readable"):
+    with pytest.raises(CheckpointError, match="bad.pth is damaged or not a PyTorch file"):
         build_extractor("holistic", {"weights": str(bad)})
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {"encoder.weight": torch.zeros(3)}}, other)
-    with pytest.raises(WeightsError, match="other.pth holds no torchvision resnet18"):
+    with pytest.raises(CheckpointError, match="other.pth holds no torchvision resnet18"):
         build_extractor("holistic", {"weights": str(other)})
     with pytest.raises(ValueError, match="uint8 face crops"):
         build_extractor("holistic", {"random_init": True})(np.zeros((2, 112, 112), np.uint8))

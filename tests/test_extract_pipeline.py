@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eri.errors import ConfigError
 from eri.constants import EMOTIONS
 from eri.data.store import FeatureStore, MuseFeatureDir
 from eri.features.pipeline import Extraction, list_videos, load_extract_config, parse_shard
@@ -46,7 +47,8 @@ def test_layouts_find_media_by_id(tmp_path):
     _tone_video(root / "raw" / "Train" / "00001.mp4")
     _tone_video(root / "raw" / "Train" / "[00002].mkv")
     (root / "raw" / "00002.wav").write_bytes(b"")
-    v = list_videos(root)
+    v, problems = list_videos(root)
+    assert not problems
     assert v["File_ID"].tolist() == ["00001", "00002", "00003"]
     assert [p and p.name for p in v["path"]] == ["00001.mp4", "[00002].mkv", None]
     assert [p and p.name for p in v["wav"]] == [None, "00002.wav", None]
@@ -56,18 +58,19 @@ def test_layouts_find_media_by_id(tmp_path):
     pd.DataFrame({"File_ID": ["7", "8"], **{e: [0.1, 0.2] for e in EMOTIONS}}).to_csv(muse / "labels.csv", index=False)
     pd.DataFrame({"Id": ["7", "8"], "Split": ["train", "devel"]}).to_csv(muse / "partition.csv", index=False)
     _tone_video(muse / "00008.mp4")
-    assert list_videos(muse)["File_ID"].tolist() == ["00007", "00008"]
+    assert list_videos(muse)[0]["File_ID"].tolist() == ["00007", "00008"]
 
     folder = tmp_path / "plain"
     folder.mkdir()
     _tone_video(folder / "b.mov")
     _tone_video(folder / "a.mp4")
-    assert list_videos(folder)["File_ID"].tolist() == ["a", "b"]
+    assert list_videos(folder)[0]["File_ID"].tolist() == ["a", "b"]
     _tone_video(folder / "sub_a.mkv")
     (folder / "x").mkdir()
     _tone_video(folder / "x" / "a.webm", audio=False)
-    with pytest.raises(ValueError, match="two media files for id a"):
-        list_videos(folder)
+    videos, problems = list_videos(folder)  # an id with two files: neither is used, both are reported
+    assert videos["File_ID"].tolist() == ["b", "sub_a"]
+    assert len(problems) == 1 and "2 video files for id a" in problems[0]["error"] and problems[0]["failed"]
 
 
 def test_shards_partition_the_videos():
@@ -234,7 +237,7 @@ def test_face_streams_equal_their_extractor_on_the_aligned_crops(tmp_path):
         build_extractor("holistic", {"weights": str(tmp_path / "missing.pth")})
     with pytest.raises(FileNotFoundError, match="random_init"):
         build_extractor("holistic", {})
-    with pytest.raises(KeyError, match="valid keys"):
+    with pytest.raises(ConfigError, match="valid keys"):
         build_extractor("holistic", {"random_int": True})
 
 

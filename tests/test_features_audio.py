@@ -11,7 +11,8 @@ import pytest
 
 from eri.constants import STREAMS
 from eri.features.audio import TORCH_TOLERANCE, MFCCExtractor
-from eri.models.model import ConfigKeyError, build
+from eri.errors import ConfigError
+from eri.registry import build
 
 FEAT_DATA = Path(list(importlib.util.find_spec("feat").submodule_search_locations)[0]) / "tests" / "data"
 
@@ -84,7 +85,7 @@ def test_short_silent_and_bad_waveforms(backend):
 def test_config_is_checked():
     with pytest.raises(ValueError, match="backend"):
         MFCCExtractor(backend="kaldi")
-    with pytest.raises(ConfigKeyError, match=r"\['n_mfccs'\].*'n_mfcc'"):
+    with pytest.raises(ConfigError, match=r"\['n_mfccs'\].*'n_mfcc'"):
         build({"audio": MFCCExtractor}, "extractor", {"name": "audio", "n_mfccs": 20})
     ext = build({"audio": MFCCExtractor}, "extractor", {"name": "audio", "n_mfcc": 20, "frames_per_token": 8})
     assert ext.dim == 160 and ext(np.random.default_rng(0).normal(size=16000).astype(np.float32))[0].shape == (7, 160)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from eri.features.audio_ssl import SSLAudioExtractor
-from eri.models.model import ConfigKeyError, build
+from eri.errors import ConfigError
+from eri.registry import build
 
 
 @pytest.fixture(scope="module")
@@ -89,5 +90,5 @@ def test_errors_name_the_problem(model_dir, tmp_path):
         SSLAudioExtractor(model_dir=str(model_dir), layer=7)
     with pytest.raises(ValueError, match="rate"):
         SSLAudioExtractor(model_dir=str(model_dir), rate=100.0)
-    with pytest.raises(ConfigKeyError, match=r"unknown key\(s\) \['layers'\].*'layer'"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['layers'\].*'layer'"):
         build({"audio_ssl": SSLAudioExtractor}, "extractor", {"name": "audio_ssl", "model_dir": model_dir, "layers": 1})

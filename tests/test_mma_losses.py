@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from eri.errors import ConfigError
 from eri.mma.losses import MMALoss, ccc, consistency_loss
 from eri.mma.model import AU_IDS, EXPRESSIONS, create_mma, expression_au_table
 
@@ -130,5 +131,5 @@ def test_model_outputs26_and_preprocess():
     assert model.backbone_features(x).shape == (3, 16)
     with pytest.raises(ValueError, match="uint8"):
         model.preprocess(crops.astype(np.float32))
-    with pytest.raises(KeyError, match="valid keys"):
+    with pytest.raises(ConfigError, match="valid keys"):
         create_mma({**SMALL, "embedding": 3})

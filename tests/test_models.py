@@ -2,7 +2,8 @@ import lightning as L
 import pytest
 import torch
 
-from eri.models import ENCODERS, FUSIONS, ConfigKeyError, create_model
+from eri.errors import ConfigError
+from eri.models import ENCODERS, FUSIONS, create_model
 from eri.models.encoders import fit_to_length
 from eri.training.task import ERITask
 
@@ -117,11 +118,11 @@ def test_long_video_policy():
 
 
 def test_unknown_component_keys_list_valid_ones():
-    with pytest.raises(ConfigKeyError, match=r"valid keys: \['name', 'hidden'"):
+    with pytest.raises(ConfigError, match=r"valid keys: \['name', 'hidden'"):
         create_model([{"streams": ["a"], "encoder": {"name": "lstm", "hiden": 3}}], {"name": "concat"}, DIMS)
-    with pytest.raises(ConfigKeyError, match="unknown fusion 'sum'"):
+    with pytest.raises(ConfigError, match="unknown fusion 'sum'"):
         create_model([{"streams": ["a"], "encoder": {"name": "lstm"}}], {"name": "sum"}, DIMS)
-    with pytest.raises(ConfigKeyError, match="unknown stream"):
+    with pytest.raises(ConfigError, match="unknown stream"):
         create_model([{"streams": ["c"], "encoder": {"name": "lstm"}}], {"name": "concat"}, DIMS)
 
 

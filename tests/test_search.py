@@ -139,16 +139,18 @@ def test_interrupted_study_continues_on_rerun(tmp_path, tiny_root):
 
 
 def test_two_workers_share_a_postgres_study(tmp_path, tiny_root):
+    """Also: a password in the URL (ignored by the test server's trust auth) is never printed."""
     from eri.search.postgres import LocalPostgres
 
     with LocalPostgres() as pg:
+        url = pg.url.replace("postgres@", "postgres:s3cret@")
         cmd = [
             sys.executable,
             "tools/search.py",
             "--config",
             TINY,
             "--storage",
-            pg.url,
+            url,
             "--n-trials",
             "4",
             "--out",
@@ -162,6 +164,7 @@ def test_two_workers_share_a_postgres_study(tmp_path, tiny_root):
         ]
         logs = [p.communicate(timeout=300)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+        assert all("s3cret" not in log for log in logs) and any(":***@" in log for log in logs)
         runs = [json.loads(log[log.rindex('{\n  "worker"') :])["worker"]["trials_run"] for log in logs]
         trials = optuna.load_study(study_name="tiny", storage=pg.url).get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3] and sum(runs) == 4  # none lost, none run twice

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.config import ConfigError  # noqa: E402
+from eri.errors import cli  # noqa: E402
 from eri.search.ablate import PRESETS, TABLES, run_tables  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", required=True, help=f"one of {sorted(TABLES)}, or all")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (mean and std)")
@@ -34,22 +34,23 @@ def main(argv=None) -> int:
     if a.seeds < 1:
         p.error("--seeds must be >= 1")
     names = sorted(TABLES) if a.table == "all" else a.table.split(",")
-    try:
-        results = run_tables(
-            names,
-            preset=a.preset,
-            seeds=a.seeds,
-            out=a.out or f"runs/ablate/{a.preset}",
-            extra=a.overrides,
-            data_root=a.data_root,
-        )
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results = run_tables(
+        names,
+        preset=a.preset,
+        seeds=a.seeds,
+        out=a.out or f"runs/ablate/{a.preset}",
+        extra=a.overrides,
+        data_root=a.data_root,
+    )
     for r in results:
         print(Path(r["folder"], "table.md").read_text())
         print(f"({r['trained']} run(s) trained, the rest cached; files in {r['folder']})\n")
     return 1 if any(row["error"] for r in results for row in r["rows"]) else 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.errors import cli  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from eri.bench import PAPER_ENCODERS, demo_comparison, train_throughput  # noqa: E402
-from eri.data.store import atomic_write_text  # noqa: E402
+from eri.io import atomic_write_text  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train", help="training throughput per encoder and video length")
@@ -91,6 +92,11 @@ def main(argv=None) -> int:
     print("\n" + df.to_markdown(index=False))
     print(f"\nwritten: {args.out}")
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

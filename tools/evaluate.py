@@ -12,12 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.errors import cli  # noqa: E402
 from eri.config import parse_override  # noqa: E402
 from eri.training.metrics import format_table  # noqa: E402
 from eri.training.run import evaluate  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run directory written by tools/train.py")
     p.add_argument("--json", help="also write the scores to this JSON file")
@@ -31,6 +32,11 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(scores, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ plain folder of videos; media are found under it by id. Writes DIR/features/<str
 DIR/extraction_report.csv. Rerunning skips finished videos; a changed extractor config recomputes its stream.
 --shard K/N (K = 0..N-1) processes every N-th video starting at K, e.g. a SLURM array:
   --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT ; then `--index-only` once (or let the last shard do it).
-Exit status: 0 all videos done, 1 some failed (see the report), 2 bad arguments/config, 130 interrupted.
+Exit status: 0 all videos done, 1 some failed or files damaged (see the report), 2 bad input/config, 130 interrupted.
 """
 
 import argparse
@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.config import ConfigError  # noqa: E402
-from eri.features.pipeline import Extraction, load_extract_config, parse_shard, rebuild_index  # noqa: E402
+from eri.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, cli  # noqa: E402
+from eri.features.pipeline import Extraction, load_extract_config, parse_shard  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="extraction YAML (see configs/extract/)")
     p.add_argument("--data-root", required=True, help="dataset root (labels + media, or a folder of videos)")
@@ -31,18 +31,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. faces.every_k=5 device=cuda")
     args = p.parse_args(argv)
-    try:
-        cfg = load_extract_config(args.config, args.overrides)
-        shard = parse_shard(args.shard)
-        job = Extraction(cfg, args.data_root, progress=not args.no_progress)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_extract_config(args.config, args.overrides)
+    shard = parse_shard(args.shard)
+    job = Extraction(cfg, args.data_root, progress=not args.no_progress, load=not args.index_only)
     if args.index_only:
+        damaged = job.rebuild_indexes()
         for s in job.streams:
-            n = len(rebuild_index(job.store, s.name, s.hash))
-            print(f"{s.name}: {n} videos indexed")
-        return 0
+            print(f"{s.name}: {len(job.store.index(s.name))} videos indexed")
+        for row in job.report:
+            print(f"warning: {row['error']}", file=sys.stderr)
+        job.write_report(shard)
+        return EXIT_PARTIAL if damaged else EXIT_OK
     res = job.run(shard, args.limit)
     fps = res["frames"] / max(res["seconds"], 1e-9)
     print(
@@ -51,8 +50,13 @@ def main(argv=None) -> int:
         f"report: {res['report']}"
     )
     if res["interrupted"]:
-        return 130
-    return 1 if res["failed"] else 0
+        return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if res["failed"] else EXIT_OK
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

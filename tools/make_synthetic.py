@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.errors import cli  # noqa: E402
 import argparse  # noqa: E402
 import time  # noqa: E402
 
@@ -19,7 +20,7 @@ from eri.constants import EMOTIONS  # noqa: E402
 from eri.data.synthetic import PRESETS, generate, proxy_scores  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="dataset root to write")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="size and knobs (default: tiny)")
@@ -29,11 +30,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    try:
-        s = generate(args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    s = generate(args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress)
     print(f"wrote {args.out}: preset {s['preset']}, seed {s['seed']}, config_hash {s['config_hash']} "
           f"({s['_generated_now']} videos generated now, {time.time() - t0:.1f} s)")
     for split, c in s["counts"].items():
@@ -48,6 +45,11 @@ def main(argv=None) -> int:
     if args.proxy:
         print(proxy_scores(args.out).to_string(index=False))
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.features.predict import PredictError, predict  # noqa: E402
+from eri.errors import cli  # noqa: E402
+from eri.features.predict import predict  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory or a .ckpt inside its checkpoints/")
     p.add_argument("--video", required=True, nargs="+", help="video file(s)")
@@ -28,15 +29,16 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (extraction)")
     p.add_argument("--no-figures", action="store_true")
     args = p.parse_args(argv)
-    try:
-        df = predict(args.checkpoint, args.video, args.out, device=args.device, figures=not args.no_figures)
-    except PredictError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    df = predict(args.checkpoint, args.video, args.out, device=args.device, figures=not args.no_figures)
     with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
         print(df.drop(columns=["video"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"wrote {Path(args.out) / 'predictions.csv'}")
     return 1 if df["note"].fillna("").str.startswith("extraction failed").any() else 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.config import ConfigError  # noqa: E402
+from eri.errors import cli  # noqa: E402
+from eri.io import mask_secrets  # noqa: E402
 from eri.search.study import load_search_config, run_search  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="search config (see configs/search/)")
     p.add_argument("--storage", help="SQLAlchemy URL shared by the workers (default: SQLite in the study folder)")
@@ -45,17 +46,15 @@ def main(argv=None) -> int:
         )
         if v is not None
     ]
-    try:
-        scfg = load_search_config(a.config, [*a.overrides, *extra])
-        result = run_search(scfg, final=False if a.no_final else None)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue the study", file=sys.stderr)
-        return 130
-    print(json.dumps(result, indent=2, default=str))
+    scfg = load_search_config(a.config, [*a.overrides, *extra])
+    result = run_search(scfg, final=False if a.no_final else None)
+    print(mask_secrets(json.dumps(result, indent=2, default=str)))
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

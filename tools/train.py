@@ -7,23 +7,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.config import ConfigError, load_config  # noqa: E402
+from eri.errors import EXIT_OK, EXIT_PARTIAL, cli  # noqa: E402
+from eri.config import load_config  # noqa: E402
 from eri.training.run import train  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("--out", help="run directory (default: runs/<config name>); an existing run resumes")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=5 data.batch_size=16")
     args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides + ([f"out={args.out}"] if args.out else []))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    train(cfg)
-    return 0
+    cfg = load_config(args.config, args.overrides + ([f"out={args.out}"] if args.out else []))
+    metrics = train(cfg)
+    return EXIT_PARTIAL if metrics.get("skipped") else EXIT_OK
+
+
+def main(argv=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -16,40 +16,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-
-class StoreError(RuntimeError):
-    """A feature store that is missing, inconsistent or holds a bad array."""
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path`` then rename it into place.
-
-    A reader never sees a half-written file, and an interrupted job leaves no partial output.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
+from eri.errors import InputError, StoreError
+from eri.io import atomic_write_bytes, atomic_write_text, check_name, inside, name_problem
 
 def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
     """Like ``np.savez`` but byte-identical across runs (fixed zip timestamps), so the same
@@ -62,15 +37,30 @@ def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
 
 
 class FeatureStore:
-    """Reads and writes the per-video arrays of one dataset root."""
+    """Reads and writes the per-video arrays of one dataset root.
+
+    Stream names and video ids become file names: both must be plain names, and every path is
+    checked to lie inside ``<root>/features``. A file that cannot be read, or whose arrays do not
+    agree with each other or with the stream's ``dim``, is a `StoreError` naming the file.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.dir = self.root / "features"
+        self._dims: dict[str, tuple[int, int]] = {}
+
+    def path(self, stream: str, vid: str, suffix: str = ".npz") -> Path:
+        """``<root>/features/<stream>/<vid><suffix>``, refused unless both are plain names."""
+        try:
+            check_name(stream, f"{self.dir}: stream name")
+            check_name(vid, f"{self.dir / stream}: video id")
+            return inside(self.dir, stream, f"{vid}{suffix}")
+        except InputError as e:
+            raise StoreError(str(e)) from None
 
     # ---------------------------------------------------------------- writing
     def write_meta(self, stream: str, meta: dict) -> None:
-        atomic_write_text(self.dir / stream / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        atomic_write_text(self.path(stream, "meta", ".json"), json.dumps(meta, indent=2, sort_keys=True))
 
     def write(self, stream: str, vid: str, features: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
               extra: dict[str, np.ndarray] | None = None) -> None:
@@ -83,45 +73,140 @@ class FeatureStore:
             raise StoreError(f"{stream}/{vid}: features, valid and timestamps differ in length")
         arrays = {"features": features, "valid": np.asarray(valid, bool), "timestamps": np.asarray(timestamps, np.float32)}
         arrays.update(extra or {})
-        atomic_write_bytes(self.dir / stream / f"{vid}.npz", lambda f: _write_npz(f, arrays))
+        atomic_write_bytes(self.path(stream, vid), lambda f: _write_npz(f, arrays))
 
     def write_index(self, stream: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"])
-        atomic_write_text(self.dir / stream / "index.csv", df.to_csv(index=False))
+        atomic_write_text(self.path(stream, "index", ".csv"), df.to_csv(index=False))
 
     # ---------------------------------------------------------------- reading
     def streams(self) -> list[str]:
-        return sorted(p.parent.name for p in self.dir.glob("*/meta.json"))
+        return sorted(p.parent.name for p in self.dir.glob("*/meta.json") if name_problem(p.parent.name) is None)
 
     def meta(self, stream: str) -> dict:
-        path = self.dir / stream / "meta.json"
+        path = self.path(stream, "meta", ".json")
         if not path.exists():
             have = ", ".join(self.streams()) or "none"
             raise StoreError(f"stream '{stream}' not found: {path} is missing (streams in this store: {have})")
-        return json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+            dim = int(meta.get("dim") or 0)
+            if dim < 0:
+                raise ValueError(f"negative dim {dim}")
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+            raise StoreError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+        return meta
+
+    def _dim(self, stream: str) -> int:
+        """The stream's width from meta.json (0: unknown or no meta.json yet), re-read when the file changes."""
+        path = self.path(stream, "meta", ".json")
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+        if self._dims.get(stream, (None,))[0] != stamp:
+            self._dims[stream] = (stamp, int(self.meta(stream).get("dim") or 0))
+        return self._dims[stream][1]
 
     def index(self, stream: str) -> pd.DataFrame:
-        path = self.dir / stream / "index.csv"
+        path = self.path(stream, "index", ".csv")
         if not path.exists():
             raise StoreError(f"{path} is missing: the store for stream '{stream}' is incomplete")
-        return pd.read_csv(path, dtype={"File_ID": str})
-
-    def load(self, stream: str, vid: str) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(features float32 (T, D), valid bool (T,))`` for one video."""
-        path = self.dir / stream / f"{vid}.npz"
         try:
-            with np.load(path) as z:
-                feats, valid = z["features"].astype(np.float32), z["valid"].astype(bool)
-        except FileNotFoundError:
-            raise StoreError(f"{path} is missing (video {vid}, stream {stream})") from None
-        except (OSError, ValueError, KeyError) as e:
-            raise StoreError(f"{path} is unreadable: {e}") from e
+            df = pd.read_csv(path, dtype={"File_ID": str})
+        except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise StoreError(f"{path} is damaged ({type(e).__name__}: {e}); rebuild it with tools/extract.py --index-only") from None
+        if "File_ID" not in df.columns:
+            raise StoreError(f"{path} has no File_ID column; rebuild it with tools/extract.py --index-only")
+        bad = [v for v in df["File_ID"] if name_problem(v) is not None]
+        if bad:
+            raise StoreError(f"{path}: bad id(s) {bad[:5]}: {name_problem(bad[0])}")
+        return df
+
+    def load(self, stream: str, vid: str, with_times: bool = False):
+        """``(features float32 (T, D), valid bool (T,))`` for one video, plus ``timestamps`` (T,) float64
+        with ``with_times``. Steps with a NaN or inf are flagged invalid (like frames without a face)."""
+        path = self.path(stream, vid)
+        if not path.exists():
+            raise StoreError(f"{path} is missing (video {vid}, stream {stream})")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in ("features", "valid") if k not in z.files]
+                if missing:
+                    raise ValueError(f"no {' or '.join(missing)} array (has {z.files})")
+                feats, valid = z["features"], z["valid"]
+                times = z["timestamps"] if "timestamps" in z.files else None
+        except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib/OSError/ValueError: all "damaged"
+            raise StoreError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+        dim = self._dim(stream)
+        problem = _shape_problem(feats.shape, feats.dtype, valid.shape, None if times is None else times.shape, dim)
+        if problem:
+            raise StoreError(f"{path}: {problem}")
+        feats, valid = feats.astype(np.float32), valid.astype(bool)
         bad = ~np.isfinite(feats).all(axis=1)
         if bad.any():
             # NaN/inf steps are treated like frames without a face: flagged invalid, never fed to a model.
             feats[bad] = 0.0
             valid = valid & ~bad
+        if with_times:
+            t = times.astype(np.float64) if times is not None else np.arange(len(feats), dtype=np.float64)
+            return feats, valid, t
         return feats, valid
+
+
+    def inspect(self, stream: str, vid: str) -> dict:
+        """``{"n_steps", "n_valid", "config_hash"}`` of one file without reading its features (only the
+        array headers), checked like `load`: a damaged or misshapen file is a StoreError naming it."""
+        path = self.path(stream, vid)
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                missing = [k for k in ("features", "valid") if f"{k}.npy" not in names]
+                if missing:
+                    raise ValueError(f"no {' or '.join(missing)} array")
+                shape, dtype = _npy_header(z, "features.npy")
+                valid = _npy_read(z, "valid.npy")
+                times = _npy_header(z, "timestamps.npy")[0] if "timestamps.npy" in names else None
+                stored = str(_npy_read(z, "config_hash.npy").reshape(-1)[0]) if "config_hash.npy" in names else None
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing (video {vid}, stream {stream})") from None
+        except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib/OSError/ValueError: all "damaged"
+            raise StoreError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+        dim = self._dim(stream)
+        problem = _shape_problem(shape, dtype, valid.shape, times, dim)
+        if problem:
+            raise StoreError(f"{path}: {problem}")
+        return {"n_steps": int(shape[0]), "n_valid": int(np.asarray(valid, bool).sum()), "config_hash": stored}
+
+
+def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple, np.dtype]:
+    with z.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
+def _npy_read(z: zipfile.ZipFile, name: str) -> np.ndarray:
+    with z.open(name) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _shape_problem(shape: tuple, dtype: np.dtype, valid_shape: tuple, times_shape: tuple | None, dim: int) -> str | None:
+    """What is wrong with one video's arrays (given their shapes), or None."""
+    if len(shape) != 2:
+        return f"features has shape {shape}, expected (T, D)"
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        return f"features has dtype {dtype}, expected a float array"
+    if dim and shape[1] != dim:
+        return f"features has width {shape[1]}, but the stream's meta.json says dim {dim}"
+    if tuple(valid_shape) != (shape[0],):
+        return f"valid has shape {tuple(valid_shape)}, expected ({shape[0]},) like features"
+    if times_shape is not None and tuple(times_shape) != (shape[0],):
+        return f"timestamps has shape {tuple(times_shape)}, expected ({shape[0]},) like features"
+    return None
 
 
 class MuseFeatureDir:
@@ -137,39 +222,70 @@ class MuseFeatureDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.dir = self.root / "feats"
+        self._paths: dict[str, dict[str, Path]] = {}
+        self._metas: dict[str, dict] = {}
 
     def streams(self) -> list[str]:
-        return sorted(p.name for p in self.dir.iterdir() if p.is_dir()) if self.dir.is_dir() else []
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.name for p in self.dir.iterdir() if p.is_dir() and name_problem(p.name) is None)
 
-    def _files(self, stream: str) -> list[Path]:
-        d = self.dir / stream
-        if not d.is_dir():
-            raise StoreError(f"stream '{stream}' not found: {d} is missing (streams here: {self.streams() or 'none'})")
-        return sorted(d.glob("*.csv"))
-
-    def meta(self, stream: str) -> dict:
-        files = self._files(stream)
-        if not files:
-            raise StoreError(f"{self.dir / stream} holds no CSV files")
-        ncol = len(pd.read_csv(files[0], nrows=1).columns)
-        return {"stream": stream, "dim": ncol - self.META_COLUMNS, "rate": "frame", "extractor": "muse2022"}
-
-    def index(self, stream: str) -> pd.DataFrame:
+    def files(self, stream: str) -> dict[str, Path]:
+        """``{File_ID: csv path}``; a file whose name is not a usable id is left out with a warning."""
+        if stream in self._paths:
+            return self._paths[stream]
+        if name_problem(stream) is not None or not (self.dir / stream).is_dir():
+            raise StoreError(f"stream '{stream}' not found in {self.dir} (streams here: {self.streams() or 'none'})")
         from eri.data.labels import normalise_id
 
-        return pd.DataFrame({"File_ID": [normalise_id(p.stem) for p in self._files(stream)]})
+        paths, bad = {}, []
+        for p in sorted((self.dir / stream).glob("*.csv")):
+            vid = normalise_id(p.stem)
+            if name_problem(vid) or vid in paths:
+                bad.append(p.name)
+            else:
+                paths[vid] = p
+        if bad:
+            warnings.warn(f"{self.dir / stream}: {len(bad)} file(s) with an unusable or repeated id left out: {bad[:5]}")
+        self._paths[stream] = paths
+        return paths
 
-    def load(self, stream: str, vid: str) -> tuple[np.ndarray, np.ndarray]:
-        path = self.dir / stream / f"{vid}.csv"
-        if not path.exists():
-            raise StoreError(f"{path} is missing (video {vid}, stream {stream})")
+    def meta(self, stream: str) -> dict:
+        if stream not in self._metas:
+            files = self.files(stream)
+            if not files:
+                raise StoreError(f"{self.dir / stream} holds no CSV files")
+            first = next(iter(files.values()))
+            ncol = len(_read_csv(first, nrows=1).columns)
+            self._metas[stream] = {"stream": stream, "dim": ncol - self.META_COLUMNS, "rate": "frame", "extractor": "muse2022"}
+        return self._metas[stream]
+
+    def index(self, stream: str) -> pd.DataFrame:
+        return pd.DataFrame({"File_ID": list(self.files(stream))})
+
+    def load(self, stream: str, vid: str, with_times: bool = False):
+        path = self.files(stream).get(vid)
+        if path is None:
+            raise StoreError(f"{self.dir / stream}: no CSV for video {vid}")
+        df = _read_csv(path)
         try:
-            values = pd.read_csv(path).iloc[:, self.META_COLUMNS :].to_numpy(dtype=np.float32)
-        except (ValueError, pd.errors.ParserError) as e:
-            raise StoreError(f"{path} is unreadable: {e}") from e
+            values = df.iloc[:, self.META_COLUMNS :].to_numpy(dtype=np.float32)
+            times = pd.to_numeric(df.iloc[:, 0]).to_numpy(np.float64) * 1e-3
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{path}: non-numeric values ({e})") from None
+        dim = self.meta(stream)["dim"]
+        if values.shape[1] != dim:
+            raise StoreError(f"{path}: {values.shape[1]} feature columns, but other files of '{stream}' have {dim}")
         valid = np.isfinite(values).all(axis=1)
         values[~valid] = 0.0
-        return values, valid
+        return (values, valid, times) if with_times else (values, valid)
+
+
+def _read_csv(path: Path, **kw) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kw)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise StoreError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
 
 def open_features(root: str | Path):

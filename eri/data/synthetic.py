@@ -53,7 +53,9 @@ import numpy as np
 import pandas as pd
 
 from eri.constants import EMOTIONS, STREAMS
-from eri.data.store import FeatureStore, atomic_write_text
+from eri.data.store import FeatureStore
+from eri.errors import ConfigError
+from eri.io import atomic_write_text
 
 GENERATOR_VERSION = 2  # 2: mma sees Adoration, Anxiety, Empathic-Pain weakly (was 0.5 for all)
 
@@ -224,10 +226,10 @@ assert all(set(p) == set(KNOB_DOCS) for p in PRESETS.values()), "every knob need
 def resolve_preset(preset: str, **overrides) -> dict:
     """The knob dict of ``preset`` with ``overrides`` applied (ValueError on unknown names)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic preset '{preset}'; valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown synthetic preset '{preset}'; valid presets: {', '.join(PRESETS)}")
     bad = sorted(set(overrides) - set(KNOB_DOCS))
     if bad:
-        raise ValueError(f"unknown synthetic knob(s) {bad}; valid knobs: {', '.join(KNOB_DOCS)}")
+        raise ConfigError(f"unknown synthetic knob(s) {bad}; valid knobs: {', '.join(KNOB_DOCS)}")
     knobs = copy.deepcopy(PRESETS[preset])
     knobs.update(copy.deepcopy(overrides))
     return knobs
@@ -582,7 +584,7 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
         if p.exists():
             old = json.loads(p.read_text()).get("config_hash")
             if old != chash:
-                raise ValueError(
+                raise ConfigError(
                     f"{out} already holds stream '{s}' generated with other knobs or seed (config_hash {old}, "
                     f"now {chash}); use another directory or delete {out}"
                 )
@@ -687,12 +689,12 @@ def ensure_synthetic(root: str | Path, preset: str, seed: int = 0) -> Path:
     if path.exists():
         have = json.loads(path.read_text())
         if have.get("preset") != preset or int(have.get("seed", -1)) != int(seed):
-            raise ValueError(
+            raise ConfigError(
                 f"{root} holds synthetic preset '{have.get('preset')}' seed {have.get('seed')}, not preset "
                 f"'{preset}' seed {seed}; use another directory or delete {root}"
             )
         if have.get("config_hash") != config_hash(resolve_preset(preset), seed):
-            raise ValueError(
+            raise ConfigError(
                 f"{root} holds preset '{preset}' seed {seed} generated with other knobs (an older definition "
                 f"or overrides); delete {root} to regenerate"
             )

@@ -19,15 +19,16 @@ and imported on first use, so a missing optional dependency only matters to who 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from eri.errors import CheckpointError, ConfigError, WeightsError
 from eri.features.base import Extractor
+from eri.io import load_torch
+from eri.registry import build, resolve
 
 EXTRACTORS: dict[str, type | str] = {
     "openface": "eri.features.openface.OpenFaceAU",
@@ -45,39 +46,13 @@ def register_extractor(name: str):
     return deco
 
 
-class WeightsError(FileNotFoundError):
-    """Pretrained weights that are missing or unusable (the message says which file and how to get it)."""
-
-
 def extractor_class(name: str) -> type:
-    if name not in EXTRACTORS:
-        raise KeyError(f"unknown extractor '{name}'; registered: {sorted(EXTRACTORS)}")
-    cls = EXTRACTORS[name]
-    if isinstance(cls, str):
-        module, attr = cls.rsplit(".", 1)
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ImportError(f"extractor '{name}': cannot import {EXTRACTORS[name]} ({e})") from e
-        EXTRACTORS[name] = cls
-    return cls
-
-
-def config_keys(cls: type) -> list[str]:
-    """The config keys an extractor class accepts (its constructor's keyword arguments)."""
-    params = inspect.signature(cls.__init__).parameters
-    return [p for p, v in params.items() if p != "self" and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    return resolve(EXTRACTORS, name, "extractor")
 
 
 def build_extractor(name: str, config: dict | None = None) -> Extractor:
     """Instantiate the registered extractor ``name`` from its config dict (unknown keys: error)."""
-    cls = extractor_class(name)
-    config = dict(config or {})
-    valid = config_keys(cls)
-    unknown = sorted(set(config) - set(valid))
-    if unknown:
-        raise KeyError(f"unknown key(s) {unknown} for extractor '{name}'; valid keys: {valid}")
-    return cls(**config)
+    return build(EXTRACTORS, "extractor", {**dict(config or {}), "name": name}, f"extractor '{name}'")
 
 
 def _sha256(path: Path) -> str:
@@ -123,20 +98,17 @@ def resnet18_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"holistic: weights file {path} not found. {RESNET18_HOWTO}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means the same to the user
-        raise WeightsError(f"holistic: {path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else getattr(obj, "state_dict", lambda: None)()
+    obj = load_torch(path, "holistic weights")  # tensors only: a pickled model object is refused, never run
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict):
-        raise WeightsError(f"holistic: {path} holds no state dict")
+        raise CheckpointError(f"holistic: {path} holds no state dict")
     want = [k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")]
     for key in sd:
         if key.endswith("layer4.1.bn2.running_var"):
             prefix = key[: -len("layer4.1.bn2.running_var")]
             if all(prefix + k in sd for k in want):
                 return {k: sd[prefix + k] for k in want}
-    raise WeightsError(
+    raise CheckpointError(
         f"holistic: {path} holds no torchvision resnet18 weights (no complete set of conv1 ... "
         f"layer4 keys under any prefix; {len(sd)} keys, e.g. {list(sd)[:3]})"
     )

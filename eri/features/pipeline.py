@@ -38,43 +38,47 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from eri.config import ConfigError, load_structured
-from eri.data.labels import normalise_id, read_manifest
-from eri.data.store import FeatureStore, atomic_write_text
+from eri.config import ConfigError, load_structured, rule
+from eri.data.labels import LabelError, normalise_id, read_label_ids, read_manifest
+from eri.data.store import FeatureStore
+from eri.errors import InputError, StoreError
+from eri.io import atomic_write_text, check_name, name_problem
 from eri.features.base import config_hash
 from eri.features.extractors import build_extractor, extractor_class
+from eri.registry import config_keys
 
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 NON_NUMERIC = ("device", "batch_size")  # config keys that do not change the numbers: not hashed
 REPORT_COLUMNS = ["File_ID", "stream", "stage", "error", "failed"]
+RERUN_STAGES = ("find", "labels", "index")  # report rows every run derives afresh
 
 
 @dataclass
 class DecodeConfig:
-    fps: Optional[float] = None  # None: native frames (VFR kept); a number: resample onto that rate
-    max_side: Optional[int] = None  # downscale frames on decode so the longer side is at most this
+    fps: Optional[float] = rule(None, gt=0)  # None: native frames (VFR kept); a number: resample onto that rate
+    max_side: Optional[int] = rule(None, ge=16)  # downscale frames on decode so the longer side is at most this
 
 
 @dataclass
 class FaceConfig:
-    crop_size: int = 224  # aligned crop side (224 for ResNet18)
-    min_face_size: int = 40
+    crop_size: int = rule(224, ge=16)  # aligned crop side (224 for ResNet18)
+    min_face_size: int = rule(40, ge=1)
     thresholds: list = field(default_factory=lambda: [0.6, 0.7, 0.7])
-    min_prob: float = 0.9
-    center_weight: float = 0.5
-    every_k: int = 1  # detect on every k-th frame, interpolate between (1: every frame)
-    detect_scale: float = 1.0  # downscale factor for detection (<1 is faster)
-    max_jump: float = 0.25
-    batch_size: int = 32  # frames per MTCNN call and per alignment/extractor chunk
+    min_prob: float = rule(0.9, ge=0, le=1)
+    center_weight: float = rule(0.5, ge=0)
+    every_k: int = rule(1, ge=1)  # detect on every k-th frame, interpolate between (1: every frame)
+    detect_scale: float = rule(1.0, gt=0, le=1)  # downscale factor for detection (<1 is faster)
+    max_jump: float = rule(0.25, gt=0)
+    batch_size: int = rule(32, ge=1)  # frames per MTCNN call and per alignment/extractor chunk
 
 
 @dataclass
 class ExtractConfig:
-    layout: str = "auto"  # auto | abaw5 | muse2022 | folder
+    layout: str = rule("auto", choices=("auto", "abaw5", "muse2022", "folder"))
     videos_dir: Optional[str] = None  # where media are searched (relative to the data root); default: the root
     out: Optional[str] = None  # store root; default: the data root (training reads data_info.csv + features/ there)
     device: str = "cpu"  # cpu | cuda | auto: default for MTCNN and every extractor that takes a device
-    dtype: str = "float16"  # float16 | float32 (per stream: extractors[i].dtype)
+    dtype: str = rule("float16", choices=("float16", "float32"))  # per stream: extractors[i].dtype
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)
     extractors: list = field(default_factory=list)  # [{name, stream?, dtype?, config: {...}}]
@@ -94,48 +98,70 @@ def load_extract_config(path: str | Path | None = None, overrides: list[str] = (
             raise ConfigError(
                 f"{path}: extractors[{i}]: unknown key(s) {unknown} or no name; valid keys: {list(STREAM_KEYS)}"
             )
-    if cfg.dtype not in ("float16", "float32"):
-        raise ConfigError(f"{path}: dtype must be float16 or float32, got {cfg.dtype}")
     return cfg
 
 
 # ----------------------------------------------------------------------------- dataset listing
-def find_media(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Videos and ``.wav`` files under ``folder`` by normalised id; an id found twice is an error."""
-    videos: dict[str, Path] = {}
-    wavs: dict[str, Path] = {}
+def find_media(folder: Path) -> tuple[dict[str, Path], dict[str, Path], list[dict]]:
+    """Videos and ``.wav`` files under ``folder`` by normalised id, and the report rows of files left
+    out: a name that is not a usable id, or an id with two files (neither is used: which is meant?)."""
+    found: dict[str, dict[str, list[Path]]] = {"video": {}, "wav": {}}
+    problems: list[dict] = []
     for p in sorted(folder.rglob("*")):
         ext = p.suffix.lower()
         if p.name.startswith(".") or not p.is_file() or (ext not in VIDEO_EXTS and ext != ".wav"):
             continue
         if "features" in p.relative_to(folder).parts[:1]:
             continue
-        target = wavs if ext == ".wav" else videos
         vid = normalise_id(p.stem)
-        if vid in target:
-            raise ValueError(f"{folder}: two media files for id {vid}: {target[vid]} and {p}")
-        target[vid] = p
-    return videos, wavs
+        problem = name_problem(vid)
+        if problem:
+            problems.append(_row(repr(p.stem), "*", "find", f"{p}: file name is not a usable id ({problem})"))
+        else:
+            found["wav" if ext == ".wav" else "video"].setdefault(vid, []).append(p)
+    media: dict[str, dict[str, Path]] = {"video": {}, "wav": {}}
+    for kind, by_id in found.items():
+        for vid, paths in by_id.items():
+            if len(paths) == 1:
+                media[kind][vid] = paths[0]
+            else:
+                problems.append(_row(vid, "*", "find", f"{len(paths)} {kind} files for id {vid}: {', '.join(map(str, paths))}"))
+    return media["video"], media["wav"], problems
 
 
-def list_videos(root: str | Path, layout: str = "auto", videos_dir: str | None = None) -> pd.DataFrame:
-    """The videos of a dataset: ``File_ID``, ``path`` (None when no file), ``wav`` (None), in id order."""
+def _row(vid: str, stream: str, stage: str, error: str, failed: bool = True) -> dict:
+    return {"File_ID": vid, "stream": stream, "stage": stage, "error": error, "failed": failed}
+
+
+def list_videos(root: str | Path, layout: str = "auto", videos_dir: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """The videos of a dataset: ``File_ID``, ``path`` (None when no file), ``wav`` (None), in id order,
+    and report rows for what was left out. A label file with bad labels is a warning here (extraction
+    needs ids, not labels); ids that are not plain file names are left out and reported."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist")
+        raise ConfigError(f"--data-root: {root} does not exist or is not a folder")
     media_dir = root / videos_dir if videos_dir else root
-    videos, wavs = find_media(media_dir)
+    if not media_dir.is_dir():
+        raise ConfigError(f"videos_dir: {media_dir} does not exist or is not a folder")
+    videos, wavs, problems = find_media(media_dir)
     if layout == "auto":
         layout = (
             "abaw5" if (root / "data_info.csv").exists() else "muse2022" if (root / "labels.csv").exists() else "folder"
         )
     if layout == "folder":
         ids = sorted(videos)
-        if not ids:
-            raise FileNotFoundError(f"{media_dir}: no video files ({', '.join(VIDEO_EXTS)}) found")
+        if not ids and not problems:
+            raise InputError(f"{media_dir}: no video files ({', '.join(VIDEO_EXTS)}) found")
     else:
-        ids = sorted(read_manifest(root, layout)["File_ID"])
-    return pd.DataFrame({"File_ID": ids, "path": [videos.get(i) for i in ids], "wav": [wavs.get(i) for i in ids]})
+        try:
+            ids = sorted(read_manifest(root, layout)["File_ID"])
+        except LabelError as e:
+            tqdm.write(f"warning: {e}; extracting the ids it lists anyway (training will refuse it until it is fixed)")
+            ids, bad = read_label_ids(root, layout)
+            problems += [_row("?", "*", "labels", msg) for msg in bad]
+            ids = sorted(ids)
+    table = pd.DataFrame({"File_ID": ids, "path": [videos.get(i) for i in ids], "wav": [wavs.get(i) for i in ids]})
+    return table, problems
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -145,9 +171,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like K/N with 0 <= K < N (e.g. 0/4), got {text!r}") from None
+        raise ConfigError(f"--shard must look like K/N with 0 <= K < N (e.g. 0/4), got {text!r}") from None
     if not 0 <= k < n:
-        raise ValueError(f"--shard {text}: need 0 <= K < N (K is 0-based)")
+        raise ConfigError(f"--shard {text}: need 0 <= K < N (K is 0-based)")
     return k, n
 
 
@@ -170,24 +196,30 @@ def stream_hash(spec: dict, cfg, kind: str) -> str:
     return config_hash(spec["name"], {"config": own, **upstream})
 
 
-def build_streams(cfg) -> list[Stream]:
+def build_streams(cfg, load: bool = True) -> list[Stream]:
+    """The configured streams; ``load=False`` names and hashes them without building the extractors
+    (no weights are read: enough to rebuild indexes)."""
     streams, seen = [], set()
     for spec in cfg.extractors:
         spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
         name = spec["name"]
         cls = extractor_class(name)
         conf = dict(spec.get("config") or {})
-        if "device" in _params(cls) and "device" not in conf:
+        if "device" in config_keys(cls) and "device" not in conf:
             conf["device"] = cfg.device
-        ext = build_extractor(name, conf)
+        ext = build_extractor(name, conf) if load else None
         stream = spec.get("stream") or name
+        try:
+            check_name(stream, f"extractor '{name}': stream")
+        except InputError as e:
+            raise ConfigError(str(e)) from None
         if stream in seen:
             raise ConfigError(f"two extractors write stream '{stream}': give one a different `stream:` name")
         seen.add(stream)
         dtype = spec.get("dtype") or cfg.dtype
         if dtype not in ("float16", "float32"):
             raise ConfigError(f"extractor '{name}': dtype must be float16 or float32, got {dtype}")
-        streams.append(Stream(stream, ext, dtype, stream_hash(spec, cfg, ext.kind), spec))
+        streams.append(Stream(stream, ext, dtype, stream_hash(spec, cfg, cls.kind), spec))
     return streams
 
 
@@ -206,37 +238,34 @@ def _rate(ext) -> float | str:
     return "token"
 
 
-def _params(cls) -> list[str]:
-    from eri.features.extractors import config_keys
-
-    return config_keys(cls)
-
-
-def _stored_hash(path: Path) -> str | None:
+def _stored_hash(store: FeatureStore, stream: str, vid: str) -> str | None:
+    """The config hash inside a stored file; None when it has none or is damaged (so it is recomputed)."""
     try:
-        with np.load(path) as z:
-            return str(z["config_hash"].reshape(-1)[0]) if "config_hash" in z.files else None
-    except (OSError, ValueError, KeyError):
+        return store.inspect(stream, vid)["config_hash"]
+    except StoreError:
         return None
 
 
-def rebuild_index(store: FeatureStore, stream: str, current_hash: str | None = None) -> pd.DataFrame:
-    """``index.csv`` of a stream from its ``.npz`` files whose hash is current (unreadable files skipped)."""
+def rebuild_index(store: FeatureStore, stream: str, current_hash: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """``index.csv`` of a stream from its ``.npz`` files whose hash is current, and a report row for
+    each file that is damaged or misshapen (left out of the index, so training never reads it)."""
     meta = store.meta(stream)
     want = current_hash or meta.get("config_hash")
-    rows = []
+    rows, damaged = [], []
     for p in sorted((store.dir / stream).glob("*.npz")):
-        try:
-            with np.load(p) as z:
-                stored = str(z["config_hash"].reshape(-1)[0]) if "config_hash" in z.files else None
-                if want is not None and stored != want:
-                    continue  # stale (or of unknown origin): never listed, so never read by training
-                valid = z["valid"]
-                rows.append({"File_ID": p.stem, "n_steps": len(valid), "n_valid": int(valid.sum())})
-        except (OSError, ValueError, KeyError):
+        if name_problem(p.stem):
+            damaged.append(_row(repr(p.stem), stream, "index", f"{p}: file name is not a usable id"))
             continue
+        try:
+            info = store.inspect(stream, p.stem)
+        except StoreError as e:
+            damaged.append(_row(p.stem, stream, "index", str(e)))
+            continue
+        if want is not None and info["config_hash"] != want:
+            continue  # stale (or of unknown origin): never listed, so never read by training
+        rows.append({"File_ID": p.stem, "n_steps": info["n_steps"], "n_valid": info["n_valid"]})
     store.write_index(stream, rows)
-    return pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"])
+    return pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"]), damaged
 
 
 # ----------------------------------------------------------------------------- per video
@@ -249,15 +278,17 @@ class VideoError(RuntimeError):
 class Extraction:
     """Runs the configured extractors over a dataset root and writes the store (see module docstring)."""
 
-    def __init__(self, cfg, data_root: str | Path, progress: bool = True):
+    def __init__(self, cfg, data_root: str | Path, progress: bool = True, load: bool = True):
+        """``load=False``: streams without extractors, for `rebuild_indexes` alone."""
         self.cfg = cfg
         self.root = Path(data_root)
         self.out = Path(cfg.out) if cfg.out else self.root
         self.store = FeatureStore(self.out)
-        self.streams = build_streams(cfg)
+        self.streams = build_streams(cfg, load)
         self.progress = progress
         self._detector = None
         self.report: list[dict] = []
+        self.processed: dict[str, set[str]] = {}  # video -> streams this run computed (their old report rows go)
         self.stats = {"videos": 0, "skipped": 0, "frames": 0, "seconds": 0.0, "stale": 0}
 
     @property
@@ -302,18 +333,18 @@ class Extraction:
             self.store.write_meta(s.name, meta)
 
     def todo(self, vid: str) -> list[Stream]:
+        """Streams of ``vid`` to compute: missing, or stored with another hash, or damaged."""
         out = []
         for s in self.streams:
-            p = self.store.dir / s.name / f"{vid}.npz"
-            if p.exists():
-                if _stored_hash(p) == s.hash:
+            if self.store.path(s.name, vid).exists():
+                if _stored_hash(self.store, s.name, vid) == s.hash:
                     continue
                 self.stats["stale"] += 1
             out.append(s)
         return out
 
     def _note(self, vid: str, stream: str, stage: str, error: str, failed: bool) -> None:
-        self.report.append({"File_ID": vid, "stream": stream, "stage": stage, "error": error, "failed": failed})
+        self.report.append(_row(vid, stream, stage, error, failed))
 
     def _write(self, s: Stream, vid: str, feats, valid, ts) -> None:
         feats = np.asarray(feats, np.float32)
@@ -331,8 +362,8 @@ class Extraction:
         )
 
     def _drop_stale(self, s: Stream, vid: str) -> None:
-        p = self.store.dir / s.name / f"{vid}.npz"
-        if p.exists() and _stored_hash(p) != s.hash:
+        p = self.store.path(s.name, vid)
+        if p.exists() and _stored_hash(self.store, s.name, vid) != s.hash:
             p.unlink()
 
     def process(self, vid: str, path: Path | None, wav: Path | None, streams: list[Stream]) -> int:
@@ -374,6 +405,9 @@ class Extraction:
                 self._note(vid, ",".join(s.name for s in face_streams), "decode", msg, True)
             else:
                 n_frames = video.n_frames
+                partial = video.partial()
+                if partial:  # the frames before the damage are used; the report says how many of how many
+                    self._note(vid, ",".join(s.name for s in face_streams), "decode", partial, False)
                 try:
                     self._faces(vid, video, face_streams)
                 except Exception as e:  # noqa: BLE001
@@ -451,11 +485,13 @@ class Extraction:
 
     # -- the job
     def run(self, shard: tuple[int, int] = (0, 1), limit: int | None = None) -> dict:
-        videos = list_videos(self.root, self.cfg.layout, self.cfg.videos_dir)
+        videos, listing = list_videos(self.root, self.cfg.layout, self.cfg.videos_dir)
         k, n = shard
         videos = videos.iloc[k::n]
         if limit:
             videos = videos.iloc[:limit]
+        if k == 0:
+            self.report += listing  # the same for every shard: reported once
         self._copy_labels()
         self.write_meta()
         t0 = time.perf_counter()
@@ -473,6 +509,7 @@ class Extraction:
                 if not streams:
                     self.stats["skipped"] += 1
                     continue
+                self.processed[row.File_ID] = {s.name for s in streams}
                 frames = self.process(row.File_ID, row.path, row.wav, streams)
                 self.stats["videos"] += 1
                 self.stats["frames"] += frames
@@ -487,10 +524,10 @@ class Extraction:
         finally:
             bar.close()
             self.stats["seconds"] = time.perf_counter() - t0
-            self.write_report(shard)
-            for s in self.streams:
-                index = rebuild_index(self.store, s.name, s.hash)
-                self._fix_dim(s, index)
+            try:
+                self.rebuild_indexes()
+            finally:
+                self.write_report(shard)
         failed = sorted({r["File_ID"] for r in self.report if r["failed"]})
         return {
             **self.stats,
@@ -500,12 +537,23 @@ class Extraction:
             "n_videos": len(videos),
         }
 
+    def rebuild_indexes(self) -> int:
+        """Every stream's index from its current files; damaged files go to the report. Returns the
+        number of damaged files."""
+        damaged = []
+        for s in self.streams:
+            index, bad = rebuild_index(self.store, s.name, s.hash)
+            damaged += bad
+            self._fix_dim(s, index)
+        self.report += damaged
+        return len(damaged)
+
     def _fix_dim(self, s: Stream, index: pd.DataFrame) -> None:
         """Streams whose width is only known from the data (MuSe CSVs): record it once a file exists."""
         meta = self.store.meta(s.name)
         if meta.get("dim") or not len(index):
             return
-        with np.load(self.store.dir / s.name / f"{index['File_ID'].iloc[0]}.npz") as z:
+        with np.load(self.store.path(s.name, index["File_ID"].iloc[0])) as z:
             meta["dim"] = int(z["features"].shape[1])
         self.store.write_meta(s.name, meta)
 
@@ -514,8 +562,27 @@ class Extraction:
         return self.out / ("extraction_report.csv" if n == 1 else f"extraction_report.shard-{k}-of-{n}.csv")
 
     def write_report(self, shard: tuple[int, int]) -> None:
-        table = pd.DataFrame(self.report, columns=REPORT_COLUMNS)
-        atomic_write_text(self.report_path(shard), table.to_csv(index=False))
+        """This run's rows merged into the earlier report: an earlier row stays unless this run redid that
+        video's stream (its new rows replace it) or it came from listing/indexing (redone every run)."""
+        path = self.report_path(shard)
+        old = pd.DataFrame(columns=REPORT_COLUMNS)
+        if path.exists():
+            try:
+                old = pd.read_csv(path, dtype=str, keep_default_na=False)[REPORT_COLUMNS]
+                old["failed"] = old["failed"].astype(str).str.lower() == "true"
+            except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+                tqdm.write(f"warning: {path} is damaged ({type(e).__name__}: {e}); it is replaced by this run's rows")
+                old = pd.DataFrame(columns=REPORT_COLUMNS)
+
+        def redone(row) -> bool:
+            if row["stage"] in RERUN_STAGES:
+                return True
+            done = self.processed.get(str(row["File_ID"]), set())
+            return bool(done & set(str(row["stream"]).split(",")))
+
+        keep = old[~old.apply(redone, axis=1)] if len(old) else old
+        table = pd.concat([keep, pd.DataFrame(self.report, columns=REPORT_COLUMNS)], ignore_index=True)
+        atomic_write_text(path, table.to_csv(index=False))
 
     def _copy_labels(self) -> None:
         if self.out.resolve() == self.root.resolve():

@@ -29,10 +29,12 @@ from omegaconf import OmegaConf
 
 from eri.constants import EMOTIONS
 from eri.data.dataset import parse_stream
-from eri.data.store import FeatureStore, atomic_write_bytes, atomic_write_text
+from eri.data.store import FeatureStore
+from eri.errors import InputError
+from eri.io import atomic_write_bytes, atomic_write_text, load_torch
 
 
-class PredictError(RuntimeError):
+class PredictError(InputError):
     pass
 
 
@@ -41,9 +43,10 @@ def resolve_run(checkpoint: str | Path) -> tuple[Path, Path]:
     p = Path(checkpoint)
     if p.is_dir():
         run = p
-        metrics = run / "metrics.json"
-        ckpt = run / json.loads(metrics.read_text())["checkpoint"] if metrics.exists() else None
-        if ckpt is None or not ckpt.exists():
+        from eri.training.run import best_checkpoint
+
+        ckpt = best_checkpoint(run) if (run / "metrics.json").exists() else None
+        if ckpt is None:
             best = sorted((run / "checkpoints").glob("best-*.ckpt"))
             ckpt = best[-1] if best else run / "checkpoints" / "last.ckpt"
     elif p.is_file():
@@ -124,8 +127,13 @@ def load_model(run: Path, ckpt: Path, cfg, metas: dict[str, dict]):
         dims,
         stats,
     )
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+    state = load_torch(ckpt, "checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise PredictError(f"checkpoint {ckpt} holds no state_dict")
+    try:
+        model.load_state_dict({k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise PredictError(f"checkpoint {ckpt} does not fit its run's config ({str(e)[:300]})") from None
     return model.eval()
 
 
@@ -141,32 +149,19 @@ def _train_mean(cfg) -> np.ndarray | None:
 
 
 def prepare(store: FeatureStore, ids: list[str], cfg, metas: dict[str, dict]):
-    """Per video and stream spec: the steps fed to the model (as in training) and their timestamps."""
+    """Per video: the steps fed to the model and their timestamps, by the same rule as training."""
     from eri.config import streams_of
+    from eri.data.dataset import InputPolicy, read_video
 
-    stride = int(cfg.data.frame_stride)
+    d = cfg.data
+    policy = InputPolicy(d.drop_invalid_frames, d.min_valid_frames, d.frame_stride)
+    per_frame = {name: m.get("rate") == "frame" for name, m in metas.items()}
     out, notes, n_valid = [], [], []
     for vid in ids:
-        x, ts, note, nv = {}, {}, [], {}
-        for spec in streams_of(cfg):
-            name, cols = parse_stream(spec)
-            feats, valid = store.load(name, vid)
-            with np.load(store.dir / name / f"{vid}.npz") as z:
-                t = z["timestamps"].astype(np.float64)
-            per_frame = metas[name].get("rate") == "frame"
-            nv[name] = int(valid.sum())
-            if per_frame and nv[name] < cfg.data.min_valid_frames:
-                note.append(f"{name}: {nv[name]} valid frames < {cfg.data.min_valid_frames}")
-            if per_frame and stride > 1:
-                feats, valid, t = feats[::stride], valid[::stride], t[::stride]
-            if cfg.data.drop_invalid_frames:
-                feats, t = feats[valid], t[valid]
-            if len(feats) == 0:
-                note.append(f"{name}: no steps")
-            x[spec], ts[spec] = torch.from_numpy(np.ascontiguousarray(feats[:, cols])), t
-        out.append((x, ts))
-        notes.append("; ".join(dict.fromkeys(note)))
-        n_valid.append(nv)
+        v = read_video(store, vid, streams_of(cfg), per_frame, policy)
+        out.append(({s: torch.from_numpy(a) for s, a in v.x.items()}, v.times))
+        notes.append("; ".join(v.problems))
+        n_valid.append(v.n_valid)
     return out, notes, n_valid
 
 
@@ -262,6 +257,7 @@ def predict(
     run, ckpt = resolve_run(checkpoint)
     cfg = load_config(run / "config.yaml")
     metas = stream_metas(run, cfg)
+    model = load_model(run, ckpt, cfg, metas)  # first: a refused checkpoint costs no extraction
     out = Path(out)
     videos = [Path(v) for v in videos]
     missing = [str(v) for v in videos if not v.is_file()]
@@ -284,7 +280,6 @@ def predict(
     store = FeatureStore(out / "store")
     failed = set(res["failed"])
     ok = [vid for vid in ids if vid not in failed]
-    model = load_model(run, ckpt, cfg, metas)
     mean = _train_mean(cfg)
     rows = []
     items, notes, n_valid = prepare(store, ok, cfg, metas) if ok else ([], [], [])

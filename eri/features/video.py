@@ -20,10 +20,12 @@ from pathlib import Path
 import av
 import numpy as np
 
+from eri.errors import InputError
+
 SAMPLE_RATE = 16_000
 
 
-class DecodeError(RuntimeError):
+class DecodeError(InputError, RuntimeError):
     """A media file that cannot be opened or decoded (named in the message)."""
 
 
@@ -36,6 +38,18 @@ class Video:
     audio: np.ndarray | None  # (n,) float32 at SAMPLE_RATE, None when the file has no audio track
     rotation: int = 0  # degrees counter-clockwise the decoder's output was rotated by to make it upright
     codec: str = ""
+    promised_frames: int | None = None  # frames the container says the stream holds (None: it does not say)
+    damage: str | None = None  # why decoding stopped early (a truncated or damaged file), None if it did not
+    decoded_frames: int = 0  # native frames decoded (before any ``fps`` resampling)
+
+    def partial(self) -> str | None:
+        """A one-line note when fewer frames were decoded than the container promises, else None."""
+        promised = self.promised_frames
+        short = promised is not None and self.decoded_frames < promised - max(2, 0.02 * promised)
+        if not (short or self.damage):
+            return None
+        of = f" of the {promised} the container promises" if promised else ""
+        return f"{self.path}: partially decoded: {self.decoded_frames} frames{of}" + (f" ({self.damage})" if self.damage else "")
 
     @property
     def n_frames(self) -> int:
@@ -60,6 +74,17 @@ def _resample_times(ts: np.ndarray, fps: float) -> np.ndarray:
         return np.zeros(0, int)
     ticks = ts[0] + np.arange(int(np.floor((ts[-1] - ts[0]) * fps + 1e-6)) + 1) / fps
     return np.clip(np.searchsorted(ts, ticks + 1e-6, side="right") - 1, 0, len(ts) - 1)
+
+
+def _promised_frames(stream, container, rate: float) -> int | None:
+    """Frames a video stream should hold: the container's frame count, else its duration x rate."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base and rate:
+        return int(round(float(stream.duration * stream.time_base) * rate))
+    if container.duration and rate:
+        return int(round(container.duration / 1e6 * rate))
+    return None
 
 
 def decode_audio(path: str | Path, container=None) -> np.ndarray | None:
@@ -105,7 +130,7 @@ def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_s
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise DecodeError(f"{path}: cannot open as media ({type(e).__name__}: {e})") from e
     try:
-        frames, ts, rotation, nominal, codec = [], [], 0, 0.0, ""
+        frames, ts, rotation, nominal, codec, promised, damage = [], [], 0, 0.0, "", None, None
         if c.streams.video:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
@@ -113,6 +138,7 @@ def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_s
             rate = stream.average_rate or stream.guessed_rate
             nominal = float(rate) if rate else 0.0
             tb = float(stream.time_base) if stream.time_base else 1.0 / max(nominal, 1.0)
+            promised = _promised_frames(stream, c, nominal)
             size = None  # every frame gets the first frame's (possibly downscaled) size
             try:
                 for i, frame in enumerate(c.decode(stream)):
@@ -133,7 +159,9 @@ def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_s
             except av.FFmpegError as e:
                 if not frames:
                     raise DecodeError(f"{path}: video stream undecodable ({type(e).__name__}: {e})") from e
-                # a truncated file: keep the frames decoded before the damage
+                # a truncated file: keep the frames decoded before the damage, and say so
+                damage = f"{type(e).__name__}: {e}"
+        decoded = len(frames)
         timestamps = np.asarray(ts, np.float64)
         order = np.argsort(timestamps, kind="stable")  # pts order (decoders already output it; be safe)
         timestamps = timestamps[order] - (timestamps.min() if len(ts) else 0.0)
@@ -146,7 +174,8 @@ def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_s
         wave = None
         if audio:
             wave = decode_audio(path)  # a second pass over the file: simpler than demuxing both at once
-        return Video(str(path), arr, timestamps, float(fps) if fps else nominal, wave, int(rotation), codec)
+        rate = float(fps) if fps else nominal
+        return Video(str(path), arr, timestamps, rate, wave, int(rotation), codec, promised, damage, decoded)
     finally:
         c.close()
 
@@ -172,7 +201,7 @@ def write_video(
     Default codecs: VP9 + Opus for .webm, H.264 + AAC otherwise. ``options``: encoder options
     (e.g. ``{"preset": "ultrafast"}`` for libx264).
     """
-    from eri.data.store import atomic_write_bytes
+    from eri.io import atomic_write_bytes
 
     path = Path(path)
     fmt = {".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".mkv": "matroska"}.get(path.suffix.lower())

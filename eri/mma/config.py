@@ -15,7 +15,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from eri.config import ConfigError, OptimConfig, TrainerConfig, load_structured
+from eri.config import ConfigError, OptimConfig, TrainerConfig, load_structured, rule
 
 DATASET_KEYS = ("reader", "root", "name", "weight", "tasks", "options", "train_split", "val_split")
 TASKS = ("va", "expr", "au")
@@ -27,11 +27,11 @@ class MMADataConfig:
     synthetic_root: str = "data/mma-small"
     synthetic_seed: int = 0
     datasets: list = field(default_factory=list)  # see module docstring; `${data.synthetic_root}` works in roots
-    batch_size: int = 64
-    eval_batch_size: Optional[int] = None
-    num_workers: int = 0
-    align_size: int = 224  # alignment crop size, as extraction's face crops (then resized to model.crop_size)
-    samples_per_epoch: Optional[int] = None  # draws of the mixing sampler per epoch; None: sum of train sizes
+    batch_size: int = rule(64, ge=1)
+    eval_batch_size: Optional[int] = rule(None, ge=1)
+    num_workers: int = rule(0, ge=0)
+    align_size: int = rule(224, ge=16)  # alignment crop size, as extraction's face crops (then resized to model.crop_size)
+    samples_per_epoch: Optional[int] = rule(None, ge=1)  # draws of the mixing sampler per epoch; None: sum of train sizes
     augment: dict = field(
         default_factory=lambda: {"flip": True, "scale_min": 0.85, "rotation": 10.0, "color_jitter": 0.2}
     )

@@ -36,6 +36,7 @@ so one bad file never stops an epoch.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from eri.data.labels import LabelError, read_table
 from eri.mma.model import AU_IDS, EXPRESSIONS, resize_uint8
 
 N_AU = len(AU_IDS)
@@ -57,8 +59,8 @@ AFFWILD2_TASKS = {
 }
 
 
-class DataFormatError(ValueError):
-    pass
+class DataFormatError(LabelError):
+    """A label table of an MMA dataset that is malformed (the message names the file)."""
 
 
 @dataclass
@@ -113,6 +115,15 @@ def _keep(rec: Records, keep: np.ndarray, what: str) -> Records:
     )
 
 
+def _present(rec: Records, root: Path, what: str) -> Records:
+    """Rows whose image lies inside ``root`` (a table from elsewhere cannot point the reader at other
+    files) and exists; the others are skipped and counted."""
+    base = os.path.abspath(root)
+    inside = np.array([os.path.commonpath([base, os.path.normpath(os.path.join(base, p))]) == base for p in rec.paths], bool)
+    rec = _keep(rec, inside, f"image path outside {root}: refused")
+    return _keep(rec, np.array([p.exists() for p in rec.paths], bool), what)
+
+
 def _require(df: pd.DataFrame, cols, path) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
@@ -126,8 +137,8 @@ def read_affectnet(
     root = Path(root)
     path = root / (csv or {"train": "training.csv", "val": "validation.csv"}.get(split, f"{split}.csv"))
     if not path.exists():
-        raise FileNotFoundError(f"AffectNet table {path} not found (expected training.csv / validation.csv in {root})")
-    df = pd.read_csv(path)
+        raise DataFormatError(f"AffectNet table {path} not found (expected training.csv / validation.csv in {root})")
+    df = read_table(path)
     _require(df, ["subDirectory_filePath", "facial_landmarks", "expression", "valence", "arousal"], path)
     n = len(df)
     rec = _empty(f"affectnet/{split}", n)
@@ -156,7 +167,7 @@ def read_affectnet(
     rec = _keep(rec, keep, "expression 10: no face")
     has_lm = ~np.isnan(rec.landmarks).any((1, 2))
     rec = _keep(rec, has_lm, "landmarks missing or not 68 points")
-    return _keep(rec, np.array([p.exists() for p in rec.paths], bool), "image file missing")
+    return _present(rec, root, "image file missing")
 
 
 # -------------------------------------------------------------------------------------------- Aff-Wild2
@@ -178,7 +189,7 @@ def read_affwild2(
     folder = {"train": "Train_Set", "val": "Validation_Set"}.get(split, split)
     task_dirs = {t: root / annotations / d / folder for t, d in AFFWILD2_TASKS.items()}
     if not any(d.exists() for d in task_dirs.values()):
-        raise FileNotFoundError(f"Aff-Wild2: none of {[str(d) for d in task_dirs.values()]} exists")
+        raise DataFormatError(f"Aff-Wild2: none of {[str(d) for d in task_dirs.values()]} exists")
     videos = sorted({p.stem for d in task_dirs.values() if d.exists() for p in d.glob("*.txt")})
     parts = []
     for vid in videos:
@@ -211,7 +222,7 @@ def read_affwild2(
                     rec.au[: len(a), k] = np.clip(a[:, j], 0, 1)
         parts.append(rec)
     rec = _concat(f"affwild2/{split}", parts)
-    return _keep(rec, np.array([p.exists() for p in rec.paths], bool), "frame image missing: no face")
+    return _present(rec, root, "frame image missing: no face")
 
 
 def _au_width(path: Path) -> int:
@@ -236,8 +247,8 @@ def read_emotionet(root, split: str = "train", csv: str | None = None) -> Record
     root = Path(root)
     path = root / (csv or f"{split}.csv")
     if not path.exists():
-        raise FileNotFoundError(f"EmotioNet table {path} not found")
-    df = pd.read_csv(path)
+        raise DataFormatError(f"EmotioNet table {path} not found")
+    df = read_table(path)
     au_cols = {
         c: int(c.replace(" ", "").upper()[2:])
         for c in df.columns
@@ -260,7 +271,7 @@ def read_emotionet(root, split: str = "train", csv: str | None = None) -> Record
     lm_cols = [f"lm_{a}{i}" for i in range(5) for a in "xy"]
     if all(c in df.columns for c in lm_cols):
         rec.landmarks = df[lm_cols].to_numpy(np.float64).reshape(-1, 5, 2)
-    return _keep(rec, np.array([p.exists() for p in rec.paths], bool), "image file missing")
+    return _present(rec, root, "image file missing")
 
 
 READERS = {"affectnet": read_affectnet, "affwild2": read_affwild2, "emotionet": read_emotionet}

@@ -26,7 +26,9 @@ from torch import nn
 # One source of truth for the label spaces: the synthetic Hume generator already writes the mma
 # stream in these orders. Expressions follow Aff-Wild2's order; AUs the MMA head's 17.
 from eri.data.synthetic import AU_IDS, EXPRESSION_AUS, EXPRESSIONS  # noqa: F401  (re-exported)
-from eri.models.model import ConfigKeyError, build
+from eri.errors import CheckpointError, ConfigError, WeightsError
+from eri.io import load_torch
+from eri.registry import build
 
 
 def expression_au_table() -> torch.Tensor:
@@ -87,16 +89,18 @@ class TorchvisionResNet(nn.Module):
         if pretrained:
             path = Path(pretrained)
             if not path.exists():
-                raise FileNotFoundError(
+                raise WeightsError(
                     f"pretrained backbone weights {path} not found; put a torchvision resnet{self.depth} state dict "
                     f"there (e.g. torchvision.models.resnet{self.depth}(weights='DEFAULT').state_dict() saved with "
                     "torch.save on a machine with network), or set pretrained: null for random init"
                 )
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch(path, f"resnet{self.depth} backbone weights")
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{path}: not a state dict")
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             missing, unexpected = net.load_state_dict(state, strict=False)
             if unexpected or [k for k in missing if not k.startswith("fc.")]:
-                raise ValueError(
+                raise CheckpointError(
                     f"{path}: not a resnet{self.depth} state dict (missing {missing[:5]}, unexpected {unexpected[:5]})"
                 )
         self.out_dim = net.fc.in_features
@@ -189,9 +193,9 @@ def create_mma(spec: dict) -> MMANet:
     spec = dict(spec)
     unknown = sorted(set(spec) - set(MODEL_KEYS))
     if unknown:
-        raise ConfigKeyError(f"unknown key(s) {unknown} in model; valid keys: {list(MODEL_KEYS)}")
+        raise ConfigError(f"unknown key(s) {unknown} in model; valid keys: {list(MODEL_KEYS)}")
     if "backbone" not in spec:
-        raise ConfigKeyError(f"model.backbone is required; valid backbones: {sorted(BACKBONES)}")
+        raise ConfigError(f"model.backbone is required; valid backbones: {sorted(BACKBONES)}")
     backbone_spec = dict(spec.pop("backbone"))
     if "widths" in backbone_spec:
         backbone_spec["widths"] = tuple(backbone_spec["widths"])
@@ -212,19 +216,19 @@ def load_mma(path, map_location="cpu") -> MMANet:
     ``pretrained`` file is not needed again (the trained weights replace it)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
+        raise WeightsError(
             f"MMA checkpoint {path} not found; train one with `python tools/train_mma.py --config configs/mma/<name>.yaml` "
             "(it writes runs/<name>/checkpoints/best-*.ckpt)"
         )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file for the user
-        raise ValueError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = load_torch(path, "MMA checkpoint", map_location)
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a train_mma checkpoint (no '{CHECKPOINT_KEY}' architecture spec / 'state_dict')")
+        raise CheckpointError(f"{path}: not a train_mma checkpoint (no '{CHECKPOINT_KEY}' architecture spec / 'state_dict')")
     spec = dict(ckpt[CHECKPOINT_KEY])
     spec["backbone"] = {**spec["backbone"], **({"pretrained": None} if "pretrained" in spec["backbone"] else {})}
     model = create_mma(spec)
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit its own architecture spec ({e})") from None
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eri.data.store import atomic_write_bytes, atomic_write_text
+from eri.errors import ConfigError
+from eri.io import atomic_write_bytes, atomic_write_text
 from eri.mma.model import AU_IDS, EXPRESSIONS, expression_au_table
 
 # ArcFace template in unit crop coordinates (x right, y down), as eri.features.faces uses it.
@@ -316,14 +317,14 @@ PRESETS = {  # sizes of the three sets, canvas (raw image) and aligned-crop size
 def ensure_mma_synthetic(root, preset: str = "small", seed: int = 0) -> Path:
     """``root/{affectnet,affwild2,emotionet}`` for a preset; generated once (``synthetic.json`` last)."""
     if preset not in PRESETS:
-        raise KeyError(f"unknown MMA synthetic preset '{preset}'; valid: {sorted(PRESETS)}")
+        raise ConfigError(f"unknown MMA synthetic preset '{preset}'; valid: {sorted(PRESETS)}")
     root = Path(root)
     stamp = root / "synthetic.json"
     want = {"preset": preset, "seed": seed, "version": 1}
     if stamp.exists():
         have = json.loads(stamp.read_text())
         if have != want:
-            raise ValueError(f"{root} holds MMA synthetic data made with {have}, not {want}; use another root")
+            raise ConfigError(f"{root} holds MMA synthetic data made with {have}, not {want}; use another root")
         return root
     p = PRESETS[preset]
     write_affectnet(root / "affectnet", p["affectnet"], seed, p["canvas"])

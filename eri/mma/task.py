@@ -17,7 +17,7 @@ from torchmetrics.regression import ConcordanceCorrCoef
 
 from eri.mma.losses import LOSS_KEYS, MMALoss
 from eri.mma.model import AU_IDS, CHECKPOINT_KEY, EXPRESSIONS, create_mma
-from eri.models.model import ConfigKeyError
+from eri.errors import ConfigError
 from eri.training.task import ERITask, configure_optimizer
 
 
@@ -71,7 +71,7 @@ class MMATask(L.LightningModule):
         super().__init__()
         unknown = sorted(set(loss) - set(LOSS_KEYS))
         if unknown:
-            raise ConfigKeyError(f"unknown key(s) {unknown} in loss; valid keys: {list(LOSS_KEYS)}")
+            raise ConfigError(f"unknown key(s) {unknown} in loss; valid keys: {list(LOSS_KEYS)}")
         self.model_spec = dict(model)
         self.model = create_mma(self.model_spec)
         self.loss = MMALoss(**loss)
@@ -104,7 +104,7 @@ class MMATask(L.LightningModule):
         if self.select:
             missing = sorted(set(self.select) - set(flat))
             if missing:
-                raise ConfigKeyError(f"select names unknown metric(s) {missing}; available: {sorted(flat)}")
+                raise ConfigError(f"select names unknown metric(s) {missing}; available: {sorted(flat)}")
             score = sum(w * flat[k] for k, w in self.select.items())
         else:
             vals = [v for k, v in flat.items() if k.split("/")[-1] in DEFAULT_SELECT]

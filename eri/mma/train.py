@@ -21,7 +21,8 @@ from tabulate import tabulate
 from torch.utils.data import ConcatDataset, DataLoader
 
 from eri.config import to_yaml
-from eri.data.store import atomic_write_text
+from eri.errors import ConfigError
+from eri.io import atomic_write_text
 from eri.mma.config import TASKS
 from eri.mma.data import READERS, FaceDataset, MixSampler, Records, build_augment
 from eri.mma.task import MMATask
@@ -52,7 +53,7 @@ class MMADataModule(L.LightningDataModule):
         for i, spec in enumerate(d.datasets):
             spec = OmegaConf.to_container(spec, resolve=True)
             if spec.get("reader") not in READERS:
-                raise KeyError(f"data.datasets[{i}]: unknown reader '{spec.get('reader')}'; valid: {sorted(READERS)}")
+                raise ConfigError(f"data.datasets[{i}]: unknown reader '{spec.get('reader')}'; valid: {sorted(READERS)}")
             read, name = READERS[spec["reader"]], spec.get("name") or spec["reader"]
             opts = spec.get("options") or {}
             if spec.get("train_split", "train"):
@@ -136,12 +137,12 @@ def train_mma(cfg: DictConfig) -> dict:
     if cfg.trainer.early_stopping_patience and has_val:
         callbacks.append(EarlyStopping("val/score", mode="max", patience=cfg.trainer.early_stopping_patience))
     trainer = build_trainer(cfg, out, callbacks)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
 
     best = ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")
     metrics: dict = {"checkpoint": os.path.relpath(best, out)}
     if has_val:
-        trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False)
+        trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
         metrics["val"] = {k: v for k, v in task.results.items() if k != "score"}
         metrics["score"] = task.results.get("score")
     if trainer.is_global_zero:

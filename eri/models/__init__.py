@@ -2,6 +2,6 @@
 
 from eri.models.encoders import ENCODERS
 from eri.models.fusion import FUSIONS
-from eri.models.model import ConfigKeyError, ERIModel, create_model
+from eri.models.model import ERIModel, create_model
 
-__all__ = ["ENCODERS", "FUSIONS", "ConfigKeyError", "ERIModel", "create_model"]
+__all__ = ["ENCODERS", "FUSIONS", "ERIModel", "create_model"]

@@ -15,32 +15,13 @@ high-dimensional embeddings (ResNet, MFCC); removing it leaves the encoder only 
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
+from eri.errors import ConfigError
 from eri.models.encoders import ENCODERS, masked_mean
 from eri.models.fusion import FUSIONS
-
-
-class ConfigKeyError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0])
-
-
-def build(registry: dict, kind: str, spec: dict, **fixed):
-    """Instantiate ``registry[spec['name']]`` with the rest of ``spec`` plus ``fixed`` arguments."""
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    if name not in registry:
-        raise ConfigKeyError(f"unknown {kind} '{name}'; valid: {sorted(registry)}")
-    cls = registry[name]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *fixed)]
-    unknown = sorted(set(spec) - set(params))
-    if unknown:
-        raise ConfigKeyError(f"unknown key(s) {unknown} for {kind} '{name}'; valid keys: {['name', *params]}")
-    return cls(**fixed, **spec)
+from eri.registry import build
 
 
 class Branch(nn.Module):
@@ -97,18 +78,21 @@ def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int]
     for i, spec in enumerate(branches):
         spec = dict(spec)
         unknown = sorted(set(spec) - set(BRANCH_KEYS))
-        if unknown:
-            raise ConfigKeyError(f"unknown key(s) {unknown} in model.branches[{i}]; valid keys: {list(BRANCH_KEYS)}")
+        if unknown or "streams" not in spec or "encoder" not in spec:
+            raise ConfigError(
+                f"model.branches[{i}]: unknown key(s) {unknown} or no streams/encoder; valid keys: {list(BRANCH_KEYS)}"
+            )
         name = spec.get("name") or f"branch{i}"
         streams = list(spec["streams"])
         missing = [s for s in streams if s not in stream_dims]
         if missing:
-            raise ConfigKeyError(f"branch '{name}' uses unknown stream(s) {missing}; available: {sorted(stream_dims)}")
-        encoder = build(ENCODERS, "encoder", spec["encoder"], in_dim=sum(stream_dims[s] for s in streams))
+            raise ConfigError(f"branch '{name}' uses unknown stream(s) {missing}; available: {sorted(stream_dims)}")
+        where = f"model.branches[{i}].encoder"
+        encoder = build(ENCODERS, "encoder", spec["encoder"], where, in_dim=sum(stream_dims[s] for s in streams))
         mean = std = None
         if stream_stats is not None:
             mean = torch.cat([torch.as_tensor(stream_stats[s][0]) for s in streams])
             std = torch.cat([torch.as_tensor(stream_stats[s][1]) for s in streams])
         built[name] = Branch(streams, encoder, mean, std, center=spec.get("center", False))
-    fusion_module = build(FUSIONS, "fusion", fusion, in_dims={n: b.encoder.out_dim for n, b in built.items()})
+    fusion_module = build(FUSIONS, "fusion", fusion, "model.fusion", in_dims={n: b.encoder.out_dim for n, b in built.items()})
     return ERIModel(built, fusion_module)

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from eri.config import load_config, to_yaml
-from eri.data.store import atomic_write_bytes, atomic_write_text
+from eri.config import ConfigError, load_config, to_yaml
+from eri.io import atomic_write_bytes, atomic_write_text
 
 
 @dataclass
@@ -173,7 +173,7 @@ CONFIG000 = "configs/mma_mrnnet.yaml"
 def row_overrides(table: Table, row: Row, preset: str) -> tuple[str, list[str]]:
     """(base config file, overrides) of one row under one preset."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; valid: {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset '{preset}'; valid: {sorted(PRESETS)}")
     p = PRESETS[preset]
     if table.paper == "004":
         branches = [{"name": b, "streams": s, "encoder": p["enc004"]} for b, s in row.branches.items()]
@@ -257,7 +257,7 @@ def run_table(
                 continue
             trained += did
             vals.append(metrics["val"]["mean_pcc"])
-            if "test" in metrics:
+            if "mean_pcc" in metrics.get("test", {}):
                 tests.append(metrics["test"]["mean_pcc"])
             if "ceiling" in metrics:
                 ceil.append(metrics["ceiling"]["val"])
@@ -353,5 +353,5 @@ def _bar_chart(table: Table, df, path: Path) -> None:
 def run_tables(names: list[str], **kw) -> list[dict]:
     unknown = [n for n in names if n not in TABLES]
     if unknown:
-        raise ValueError(f"unknown table(s) {unknown}; valid: {sorted(TABLES)} or 'all'")
+        raise ConfigError(f"unknown table(s) {unknown}; valid: {sorted(TABLES)} or 'all'")
     return [run_table(TABLES[n], **kw) for n in names]

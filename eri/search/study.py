@@ -43,8 +43,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from eri.config import ConfigError, load_config, load_structured, to_yaml
-from eri.data.store import atomic_write_bytes, atomic_write_text
+from eri.config import ConfigError, load_config, load_structured, rule, to_yaml
+from eri.io import atomic_write_bytes, atomic_write_text, mask_secrets
 
 OBJECTIVE = "val/mean_pcc"
 
@@ -52,18 +52,18 @@ OBJECTIVE = "val/mean_pcc"
 # ----------------------------------------------------------------------------- config schema
 @dataclass
 class SamplerConfig:
-    name: str = "tpe"  # tpe | random
+    name: str = rule("tpe", choices=("tpe", "random"))
     seed: int = 0
-    n_startup_trials: int = 5  # tpe: random trials before the model takes over
+    n_startup_trials: int = rule(5, ge=0)  # tpe: random trials before the model takes over
 
 
 @dataclass
 class PrunerConfig:
-    name: str = "median"  # median | hyperband | none
-    n_startup_trials: int = 2  # median: trials that are never pruned
-    n_warmup_steps: int = 1  # median: epochs before a trial can be pruned
-    min_resource: int = 1  # hyperband: epochs of the first rung
-    reduction_factor: int = 3  # hyperband
+    name: str = rule("median", choices=("median", "hyperband", "none"))
+    n_startup_trials: int = rule(2, ge=0)  # median: trials that are never pruned
+    n_warmup_steps: int = rule(1, ge=0)  # median: epochs before a trial can be pruned
+    min_resource: int = rule(1, ge=1)  # hyperband: epochs of the first rung
+    reduction_factor: int = rule(3, ge=2)  # hyperband
 
 
 @dataclass
@@ -73,10 +73,10 @@ class SearchConfig:
     out: Optional[str] = None  # study folder; default runs/search/<config file name>
     study_name: Optional[str] = None  # default: the config file name
     storage: Optional[str] = None  # SQLAlchemy URL; default sqlite:///<out>/study.db
-    n_trials: int = 20  # the study's total over every worker and rerun
-    timeout: Optional[float] = None  # seconds: this process starts no trial after that
-    heartbeat_s: int = 60  # a RUNNING trial silent for 2x this is failed and retried
-    max_retry: int = 2
+    n_trials: int = rule(20, ge=1)  # the study's total over every worker and rerun
+    timeout: Optional[float] = rule(None, gt=0)  # seconds: this process starts no trial after that
+    heartbeat_s: int = rule(60, ge=1)  # a RUNNING trial silent for 2x this is failed and retried
+    max_retry: int = rule(2, ge=0)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     space: dict = field(default_factory=dict)  # see SPACE_KEYS
@@ -112,10 +112,6 @@ def load_search_config(path: str | Path, overrides: list[str] = ()) -> DictConfi
     unknown = sorted(set(cfg.space) - set(SPACE_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown} in space; valid keys: {list(SPACE_KEYS)}")
-    if cfg.pruner.name not in ("median", "hyperband", "none"):
-        raise ConfigError(f"{path}: pruner.name must be median, hyperband or none, got '{cfg.pruner.name}'")
-    if cfg.sampler.name not in ("tpe", "random"):
-        raise ConfigError(f"{path}: sampler.name must be tpe or random, got '{cfg.sampler.name}'")
     cfg.out = cfg.out or f"runs/search/{path.stem}"
     cfg.study_name = cfg.study_name or path.stem
     cfg.storage = cfg.storage or f"sqlite:///{Path(cfg.out).resolve() / 'study.db'}"
@@ -306,7 +302,7 @@ def make_storage(url: str, heartbeat_s: int, max_retry: int):
             heartbeat_stale_trial_callback=retry,
         )
     except Exception as e:  # a bad URL or an unreachable server: say which
-        raise ConfigError(f"cannot open the study storage {url}: {type(e).__name__}: {e}") from None
+        raise ConfigError(mask_secrets(f"cannot open the study storage {url}: {type(e).__name__}: {e}")) from None
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -411,8 +407,13 @@ class Search:
         self.out = Path(scfg.out)
         self.space = Space(scfg)
         self.lock = StudyLock(scfg.storage, scfg.study_name)
-        with self.lock:  # workers starting together would race to create Optuna's tables
-            self.storage = make_storage(scfg.storage, scfg.heartbeat_s, scfg.max_retry)
+        try:
+            with self.lock:  # workers starting together would race to create Optuna's tables
+                self.storage = make_storage(scfg.storage, scfg.heartbeat_s, scfg.max_retry)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an unreachable server, a bad URL or password: say which, masked
+            raise ConfigError(mask_secrets(f"cannot open the study storage {scfg.storage}: {type(e).__name__}: {e}")) from None
         self.pruner = _make_pruner(scfg.pruner, int(self.space.base.trainer.max_epochs))
         self._current = None
 
@@ -444,7 +445,7 @@ class Search:
             t = time.perf_counter()
             metrics = train(cfg, callbacks=[pruning_callback(trial)])
             trial.set_user_attr("seconds", round(time.perf_counter() - t, 1))
-            if "test" in metrics:
+            if "mean_pcc" in metrics.get("test", {}):
                 trial.set_user_attr("test_mean_pcc", metrics["test"]["mean_pcc"])
             return float(metrics["val"]["mean_pcc"])
         except optuna.TrialPruned:
@@ -480,7 +481,7 @@ class Search:
             if not study.trials:
                 study.enqueue_trial(self.space.paper_params(), user_attrs={"paper": True})
                 self.progress(
-                    f"study '{self.cfg.study_name}' created in {self.cfg.storage}; trial 0 = {self.space.base_path}"
+                    f"study '{self.cfg.study_name}' created in {mask_secrets(self.cfg.storage)}; trial 0 = {self.space.base_path}"
                 )
         start, ran = time.perf_counter(), 0
         while self.cfg.timeout is None or time.perf_counter() - start < self.cfg.timeout:
@@ -547,7 +548,7 @@ class Search:
         )
         summary = {
             "study": self.cfg.study_name,
-            "storage": self.cfg.storage,
+            "storage": mask_secrets(self.cfg.storage),
             "states": _counts(trials),
             "best_trial": best.number,
             "best_params": best.params,
@@ -567,7 +568,7 @@ class Search:
                 metrics = json.loads(final.read_text())  # already retrained with this very config
             else:
                 metrics = train(wanted)
-            summary["retrain"] = {s: metrics[s]["mean_pcc"] for s in ("val", "test") if s in metrics}
+            summary["retrain"] = {s: metrics[s]["mean_pcc"] for s in ("val", "test") if "mean_pcc" in metrics.get(s, {})}
         atomic_write_text(self.out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         summary["plots"] = save_plots(study, self.out / "plots")
         atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))

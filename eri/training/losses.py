@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from eri.errors import ConfigError
+
 EPS = 1e-8
 
 
@@ -42,7 +44,7 @@ class WeightedLoss:
     def __init__(self, weights: dict[str, float]):
         unknown = sorted(set(weights) - set(LOSSES))
         if unknown or not weights:
-            raise KeyError(f"unknown loss term(s) {unknown or '(none given)'}; valid: {sorted(LOSSES)}")
+            raise ConfigError(f"loss: unknown loss term(s) {unknown or '(none given)'}; valid: {sorted(LOSSES)}")
         self.weights = {k: float(v) for k, v in weights.items() if float(v) != 0.0}
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from eri.config import ConfigError, streams_of, to_yaml
+from eri.config import streams_of, to_yaml
 from eri.constants import EMOTIONS
 from eri.data.dataset import ERIDataModule
-from eri.data.store import atomic_write_text
+from eri.errors import CheckpointError, ConfigError, InputError
+from eri.io import atomic_write_text, inside, load_torch
 from eri.models import create_model
 from eri.training.metrics import format_table
 from eri.training.task import ERITask
@@ -39,8 +42,8 @@ def prepare_data_root(cfg: DictConfig) -> Path:
         from eri.data.synthetic import ensure_synthetic
 
         ensure_synthetic(root, cfg.data.synthetic, seed=cfg.data.synthetic_seed)
-    elif not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist (set data.root, or data.synthetic=<preset>)")
+    elif not root.is_dir():
+        raise ConfigError(f"data.root: dataset root {root} does not exist (set data.root, or data.synthetic=<preset>)")
     return root
 
 
@@ -58,6 +61,7 @@ def build_datamodule(cfg: DictConfig, progress: bool = True) -> ERIDataModule:
         frame_stride=d.frame_stride,
         seed=cfg.seed,
         progress=progress,
+        bad_files=d.bad_files,
     )
 
 
@@ -113,6 +117,7 @@ def _check_resume(out: Path, cfg: DictConfig) -> Path | None:
     saved = out / "config.yaml"
     if not last.exists():
         return None
+    load_torch(last, "checkpoint to resume from")  # refuses a damaged or code-carrying file before Lightning reads it
     if saved.exists():
         old = OmegaConf.load(saved)
         old.trainer.max_epochs = cfg.trainer.max_epochs  # the one key a resume may change
@@ -152,14 +157,13 @@ def train(cfg: DictConfig, callbacks=()) -> dict:
     configure_cpu(cfg)
     root = prepare_data_root(cfg)
     resume = _check_resume(out, cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg, progress=cfg.trainer.progress_bar)
+    dm.setup("fit")  # every label, feature file and split check happens here, before anything is written
+    task = build_task(cfg, dm)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     _copy_stream_meta(root, out)
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg, progress=cfg.trainer.progress_bar)
-    dm.setup("fit")
-    task = build_task(cfg, dm)
 
     ckpt = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -173,21 +177,31 @@ def train(cfg: DictConfig, callbacks=()) -> dict:
     if cfg.trainer.early_stopping_patience:
         fit_callbacks.append(EarlyStopping("val/mean_pcc", mode="max", patience=cfg.trainer.early_stopping_patience))
     trainer = build_trainer(cfg, out, fit_callbacks)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
 
     best = ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")
-    trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False)
+    trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
     if len(dm.splits["test"].ids):
-        trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
+        trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
     return finalize(out, root, dm, task, trainer, best)
 
 
 def finalize(out: Path, root: Path, dm: ERIDataModule, task: ERITask, trainer: L.Trainer, best: str) -> dict:
     """Write predictions and metrics.json (rank 0 only) and print the per-emotion table."""
     metrics: dict = {}
-    for split, res in task.results.items():
-        if res["score"] is not None:
+    for split in ("val", "test"):
+        res = task.results.get(split)
+        if res is not None and res["score"] is not None:
             metrics[split] = res["score"]
+            continue
+        why = dm.splits[split].not_scored() or "not evaluated"
+        metrics[split] = {"not_scored": why}
+        if split == "test" and np.isnan(dm.splits[split].labels).all() and len(dm.splits[split].ids):
+            continue  # a test split without any label (ABAW5 withholds them) is normal: predictions are written
+        warnings.warn(f"{out}: {split} not scored: {why}")
+    if dm.skipped:
+        metrics["skipped"] = dm.skipped
+        atomic_write_text(out / "skipped_videos.csv", pd.DataFrame(dm.skipped).to_csv(index=False))
     synthetic = root / "synthetic.json"
     if synthetic.exists():
         metrics["ceiling"] = {k: v for k, v in json.loads(synthetic.read_text())["ceiling"].items() if k in ("val", "test")}
@@ -196,7 +210,7 @@ def finalize(out: Path, root: Path, dm: ERIDataModule, task: ERITask, trainer: L
         for split, res in task.results.items():
             write_predictions(out, split, dm.splits[split].ids, res["pred"])
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        scored = {s: metrics[s] for s in ("val", "test") if s in metrics}
+        scored = {s: metrics[s] for s in ("val", "test") if "mean_pcc" in metrics[s]}
         if scored:
             print(f"\n{out}: best checkpoint {metrics['checkpoint']}\n" + format_table(scored, metrics.get("ceiling")))
     return metrics
@@ -208,17 +222,14 @@ def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml", [f"{k}={v}" for k, v in (overrides or {}).items()])
-    metrics_path = run_dir / "metrics.json"
-    best = run_dir / json.loads(metrics_path.read_text())["checkpoint"] if metrics_path.exists() else None
-    if best is None or not best.exists():
-        raise FileNotFoundError(f"{run_dir}: no finished run (metrics.json naming the best checkpoint) found")
+    best = best_checkpoint(run_dir)
     configure_cpu(cfg)
     prepare_data_root(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, progress=False)
     dm.setup("test")
     task = build_task(cfg, dm)
-    task.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    load_weights(task, best)
     trainer = build_trainer(cfg, run_dir / "eval", logger=False)
     for split in splits:
         if split == "val":
@@ -226,3 +237,29 @@ def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None
         elif len(dm.splits["test"].ids):
             trainer.test(task, datamodule=dm, verbose=False)
     return {s: r["score"] for s, r in task.results.items() if r["score"] is not None}
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a finished run's ``metrics.json`` names, which must lie inside the run directory."""
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise InputError(f"{run_dir}: no finished run (metrics.json naming the best checkpoint) found")
+    try:
+        name = json.loads(metrics_path.read_text())["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{metrics_path} is damaged ({type(e).__name__}: {e})") from None
+    best = inside(run_dir, str(name))
+    if not best.is_file():
+        raise InputError(f"{metrics_path} names the checkpoint {best}, which does not exist")
+    return best
+
+
+def load_weights(task: L.LightningModule, ckpt: Path) -> None:
+    """A Lightning checkpoint's ``state_dict`` into ``task``, loaded with ``weights_only=True``."""
+    state = load_torch(ckpt, "checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint {ckpt} holds no state_dict")
+    try:
+        task.load_state_dict(state["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not fit this run's model ({str(e)[:300]})") from None

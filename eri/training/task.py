@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eri.errors import ConfigError
 from eri.training.losses import WeightedLoss
 from eri.training.metrics import score
 
@@ -31,7 +32,7 @@ def configure_optimizer(params, optim: dict):
     name = cfg.pop("name")
     step, gamma = cfg.pop("lr_step_epochs"), cfg.pop("lr_gamma")
     if name not in OPTIMIZERS:
-        raise KeyError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
+        raise ConfigError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
     opt = OPTIMIZERS[name](params, **cfg)
     if not step:
         return opt

@@ -1,0 +1,159 @@
+"""File plumbing every part of eri shares, and the trust boundary for files from other people.
+
+- Atomic writes: a temporary file beside the target, renamed into place, created with the
+  permissions the umask gives (``mkstemp`` alone would make every file ``0600``).
+- `load_torch`: checkpoints and weights are loaded with ``torch.load(weights_only=True)``: tensors
+  and plain values only, so a file from a stranger cannot run code. A file that needs pickled
+  Python objects is refused with a message naming it.
+- `check_name` / `inside`: ids and stream names become file names; they must be plain names (no
+  separator, no ``..``, not absolute, no control character), and every path built from them must
+  stay inside its store.
+- `mask_secrets`: passwords in URLs (``scheme://user:password@host``, ``?password=``) are masked
+  wherever a URL is printed, logged or saved.
+- `stable_hash`: the short content hash that names configs, stores and runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+from eri.errors import CheckpointError, InputError, UnsafeFileError, WeightsError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    with _UMASK_LOCK:  # the only portable way to read the umask is to set it and set it back
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+
+    A reader never sees a half-written file, an interrupted job leaves no partial output, and the
+    file gets the permissions of a plain ``open(path, "w")`` under the current umask.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- checkpoints and weights
+def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu"):
+    """``torch.load(path, weights_only=True)``. A missing file is a `WeightsError`, a damaged one a
+    `CheckpointError`, one that needs pickled objects an `UnsafeFileError`; each names ``path``
+    (``what`` says what the file was meant to be)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if not found:
+            raise CheckpointError(f"{what} {path} is damaged or not a PyTorch file ({_first_line(e)})") from None
+        raise UnsafeFileError(
+            f"{what} {path} refused: it holds pickled Python objects (it needs {found.group(1)}); eri only loads "
+            "tensors and plain values (torch.load weights_only=True). If you trust its author, re-save only its "
+            "tensors: torch.save(obj['state_dict'] or obj.state_dict(), new_path)"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - a truncated zip, a text file, a directory: all "damaged"
+        raise CheckpointError(f"{what} {path} is damaged or not a PyTorch file ({_first_line(e)})") from None
+
+
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue", "In PyTorch 2.6")
+
+
+def _first_line(e: Exception) -> str:
+    """The informative line of an exception message (torch.load's wrap theirs in paragraphs of advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not any(b in ln for b in _BOILERPLATE)]
+    return f"{type(e).__name__}: {lines[0] if lines else str(e)[:120]}"[:300]
+
+
+# ----------------------------------------------------------------------------- names and paths
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def name_problem(name) -> str | None:
+    """Why ``name`` cannot be used as a file name inside a store, or None when it is a plain name."""
+    if name is None or not isinstance(name, str):
+        return f"{name!r} is not a text id"
+    if not name or name.strip() != name:
+        return f"{name!r} is empty or has surrounding spaces"
+    if name in (".", ".."):
+        return f"{name!r} is not a file name"
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        return f"{name!r} contains a path separator"
+    if ".." in name:
+        return f"{name!r} contains '..'"
+    if name.startswith(".") or name.startswith("~"):
+        return f"{name!r} starts with '{name[0]}'"
+    if _CONTROL.search(name):
+        return f"{name!r} contains a control character"
+    if len(name.encode()) > 200:
+        return f"{name[:20]!r}... is longer than 200 bytes"
+    return None
+
+
+def check_name(name, where: str) -> str:
+    """``name`` when it is a plain file name, else an `InputError` naming ``where`` it came from."""
+    problem = name_problem(name)
+    if problem:
+        raise InputError(f"{where}: bad id {problem}: ids must be plain file names")
+    return name
+
+
+def inside(root: str | Path, *parts: str) -> Path:
+    """``root / parts...``, refused unless it lies inside ``root`` (after normalising ``..``)."""
+    base = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(base, *parts))
+    if os.path.commonpath([base, path]) != base or path == base:
+        raise InputError(f"{os.path.join(str(root), *parts)} lies outside {root}: refused")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- secrets
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^:/@\s]*):(?P<pw>\S*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<head>\b(?:password|passwd|pwd)=)[^&\s]*")
+
+
+def mask_secrets(text) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (also ``password=``
+    query arguments), in any text; everything else is left as it is."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:***@", str(text))
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
+
+# ----------------------------------------------------------------------------- hashes
+def stable_hash(obj, algorithm: str = "sha256", length: int = 12) -> str:
+    """Short hex hash of a JSON-able object; key order does not matter."""
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.new(algorithm, blob.encode()).hexdigest()[:length]
