@@ -48,8 +48,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    branches: list = field(default_factory=list)  # [{name, streams: [..], encoder: {name, ...}}]
+    branches: list = field(default_factory=list)  # [{name, streams: [..], encoder: {name, preset?, ...}}]
     fusion: dict = field(default_factory=lambda: {"name": "concat"})
+    # encoder size preset (paper | demo | tiny, `eri.models.presets`) for every branch whose encoder names
+    # none; keys written in an encoder win over its preset
+    preset: Optional[str] = rule(None, choices=("paper", "demo", "tiny"))
 
 
 @dataclass
@@ -76,6 +79,7 @@ class TrainerConfig:
     deterministic: bool = True
     flush_denormal: bool = True  # CPU: treat denormal floats as 0 (RNN gradients decay into them, 10x slower)
     progress_bar: bool = True
+    logger: str = rule("csv", choices=("csv", "tensorboard", "mlflow"))  # tensorboard/mlflow: pip install -e '.[loggers]'
 
 
 @dataclass
@@ -178,10 +182,11 @@ def check_rules(cfg: Any, schema: Any, where: str, prefix: str = "") -> None:
             raise ConfigError(f"{where}: {key} = {value!r} {bad}")
 
 
-def load_structured(schema: Any, path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
-    """``schema`` (a dataclass) <- YAML file <- ``key=value`` overrides, every unknown key an error that lists
-    the valid ones. Shared by training, MMA and extraction configs. A dict or list override value replaces
-    the old one (``loss={pcc: 1.0}`` drops l2); a scalar sets one key; list items by index (``a.0.b=1``)."""
+def load_structured(schema: Any, path: str | Path | None = None, overrides: list[str] = (), updates: dict | None = None) -> DictConfig:
+    """``schema`` (a dataclass) <- YAML file <- ``key=value`` overrides <- ``updates`` (``{key: value}``
+    with structured values, for code), every unknown key an error that lists the valid ones. Shared by
+    training, MMA, extraction and search configs. A dict or list value replaces the old one
+    (``loss={pcc: 1.0}`` drops l2); a scalar sets one key; list items by index (``a.0.b=1``)."""
     cfg = OmegaConf.structured(schema)
     if path is not None:
         data = read_yaml(path)
@@ -189,19 +194,31 @@ def load_structured(schema: Any, path: str | Path | None = None, overrides: list
     for item in overrides:
         key, value = parse_override(item)
         guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'", schema)
+    for key, value in (updates or {}).items():
+        guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"update '{key}'", schema)
     check_rules(cfg, schema, str(path) if path is not None else "config")
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
-    """The training config (``Config``); see ``load_structured``."""
-    cfg = load_structured(Config, path, overrides)
+def load_config(path: str | Path | None = None, overrides: list[str] = (), updates: dict | None = None) -> DictConfig:
+    """The training config (``Config``); see ``load_structured``. Encoder presets are expanded here
+    (`eri.models.presets`), so the config holds every size explicitly."""
+    from eri.models.presets import expand_encoder
+
+    cfg = load_structured(Config, path, overrides, updates)
     if cfg.out is None and path is not None:
         cfg.out = f"runs/{Path(path).stem}"
     if not cfg.loss:
         cfg.loss = {"l2": 1.0}
     if not cfg.model.branches:
         raise ConfigError("model.branches is empty: a config must define at least one branch")
+    for i, branch in enumerate(cfg.model.branches):
+        if not isinstance(branch, DictConfig) or not isinstance(branch.get("encoder"), DictConfig):
+            raise ConfigError(f"model.branches[{i}] must be a mapping with an encoder mapping, got {branch}")
+        encoder = OmegaConf.to_container(branch.encoder)
+        if cfg.model.preset and "preset" not in encoder:
+            encoder["preset"] = cfg.model.preset
+        branch.encoder = expand_encoder(encoder, f"model.branches[{i}].encoder")
     return cfg
 
 

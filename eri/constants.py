@@ -1,4 +1,7 @@
-"""Names and sizes shared by every part of eri: the 7 emotions and the stream catalogue."""
+"""Names and sizes shared by every part of eri: the 7 emotions, the stream catalogue, and the label
+spaces of the frame-level affect model (basic expressions, action units, the expression-AU table)."""
+
+VERSION = "0.2.0"  # the package version (pyproject.toml reads it from here)
 
 EMOTIONS = ("Adoration", "Amusement", "Anxiety", "Disgust", "Empathic-Pain", "Fear", "Surprise")
 SPLITS = ("train", "val", "test")
@@ -11,4 +14,19 @@ STREAMS = {
     "au": {"dim": 34, "rate": "frame"},  # 17 AU intensities, then 17 occurrences (paper 004)
     "mma": {"dim": 26, "rate": "frame"},  # valence, arousal, 7 expression probs, 17 AU probs (paper 000)
     "audio": {"dim": 1024, "rate": 16000 / 256 / 32},  # 32 MFCC x 32 frames per token, 16 ms hop
+}
+
+# The MMA model's label spaces (paper 000): 7 basic expressions and 17 action units, in head order.
+EXPRESSIONS = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
+AU_IDS = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 15, 17, 20, 23, 24, 25, 26)
+
+# Expression-AU table (Du, Tao & Martinez 2014; prototypical and observational AUs both count as 1).
+EXPRESSION_AUS = {
+    "Happiness": (12, 25, 6),
+    "Sadness": (4, 15, 1, 6, 11, 17),
+    "Fear": (1, 4, 20, 25, 2, 5, 26),
+    "Anger": (4, 7, 24, 10, 17, 23),
+    "Surprise": (1, 2, 25, 26, 5),
+    "Disgust": (9, 10, 17, 4, 24),
+    "Neutral": (),
 }

@@ -9,7 +9,8 @@ import pytest
 
 from eri.data.dataset import ERIDataModule
 from eri.data.store import FeatureStore
-from eri.search.ablate import TABLES, Row, Table, config_hash, resolve, run_table
+from eri.search.ablate import TABLES, Row, Table, resolve, run_table
+from eri.training.cache import run_key
 from tools.ablate import main as ablate_main
 
 
@@ -42,8 +43,8 @@ def test_row_configs_follow_the_papers_choices(tiny_root):
     assert dict(by_name["MSE loss instead of PCC loss"].loss) == {"l2": 1.0}
     # the same config gives the same run whatever table it is in; the seed changes it
     t2 = TABLES["004-table2"]
-    assert config_hash(resolve(t3, t3.rows[2], "tiny", 0)) == config_hash(resolve(t2, t2.rows[-1], "tiny", 0))
-    assert config_hash(resolve(t3, t3.rows[2], "tiny", 0)) != config_hash(resolve(t3, t3.rows[2], "tiny", 1))
+    assert run_key(resolve(t3, t3.rows[2], "tiny", 0)) == run_key(resolve(t2, t2.rows[-1], "tiny", 0))
+    assert run_key(resolve(t3, t3.rows[2], "tiny", 0)) != run_key(resolve(t3, t3.rows[2], "tiny", 1))
 
 
 def test_cache_key_follows_the_synthetic_generator(monkeypatch):
@@ -51,10 +52,10 @@ def test_cache_key_follows_the_synthetic_generator(monkeypatch):
     from eri.data import synthetic
 
     t = TABLES["000-table3"]
-    before = config_hash(resolve(t, t.rows[0], "tiny", 0))
+    before = run_key(resolve(t, t.rows[0], "tiny", 0))
     tiny = {**synthetic.PRESETS["tiny"], "visibility": {**synthetic.PRESETS["tiny"]["visibility"], "mma": [0.1] * 7}}
     monkeypatch.setitem(synthetic.PRESETS, "tiny", tiny)
-    assert config_hash(resolve(t, t.rows[0], "tiny", 0)) != before
+    assert run_key(resolve(t, t.rows[0], "tiny", 0)) != before
 
 
 @pytest.fixture(scope="module")

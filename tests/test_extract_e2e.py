@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import eri
 from eri.config import load_config
 from eri.constants import EMOTIONS
 from eri.data.store import FeatureStore
@@ -120,50 +121,50 @@ def test_rerun_does_no_work(dataset, capsys):
     assert before == {p: p.stat().st_mtime_ns for p in (root / "features").rglob("*.npz")}
 
 
-def test_train_then_predict_on_a_new_video(dataset, tmp_path):
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A small model trained on the extracted store; min_valid_frames 22 makes the 20-frame clips unusable."""
     root, _ = dataset
-    enc = {
-        "name": "gru_transformer",
-        "hidden": 16,
-        "gru_layers": 1,
-        "blocks": 1,
-        "heads": 2,
-        "dropout": 0.0,
-        "ff_dim": 32,
-    }
-    branches = [{"name": s, "streams": [s], "encoder": enc} for s in ("holistic", "expression", "audio")]
+    out = tmp_path_factory.mktemp("run")
+    branches = [{"name": s, "streams": [s], "encoder": {"name": "gru_transformer", "dropout": 0.0}}
+                for s in ("holistic", "expression", "audio")]
     cfg = load_config(
         "configs/demo.yaml",
-        [
-            f"data.root={root}",
-            "data.synthetic=null",
-            f"out={tmp_path / 'run'}",
-            "data.min_valid_frames=10",
-            "data.batch_size=4",
-            "trainer.max_epochs=2",
-            "trainer.progress_bar=false",
-            f"model.branches={json.dumps(branches)}",
-        ],
+        [f"data.root={root}", "data.synthetic=null", f"out={out}", "data.min_valid_frames=22", "data.batch_size=4",
+         "trainer.max_epochs=2", "trainer.progress_bar=false", "model.preset=tiny"],
+        {"model.branches": branches},
     )
-    metrics = train(cfg)
+    return train(cfg), out
+
+
+def test_training_and_prediction_handle_invalid_videos_alike(dataset, trained):
+    """The predictor applies training's rule (one function): same numbers for every val and test video,
+    including those under the valid-frame minimum, which both fill with the train-label mean."""
+    root, _ = dataset
+    metrics, run = trained
     assert set(metrics["val"]["pcc"]) == set(EMOTIONS)
+    predictor = eri.load_model(run / "model.ckpt")
+    index = FeatureStore(root).index("holistic").set_index("File_ID")
+    for split in ("val", "test"):
+        want = pd.read_csv(run / f"predictions_{split}.csv", dtype={"File_ID": str})
+        got = predictor.predict_features(root, list(want["File_ID"]))
+        np.testing.assert_allclose(got[list(EMOTIONS)].to_numpy(), want[list(EMOTIONS)].to_numpy(), atol=2e-6)
+        short = [v for v in want["File_ID"] if index.loc[v, "n_valid"] < 22]
+        assert all("predicted with the mean training label" in n for n in got.set_index("File_ID").loc[short, "note"])
+    assert any(index.loc[v, "n_valid"] < 22 for v in ("00004", "00005", "00006", "00009", "00010"))
+
+
+def test_predict_from_the_model_file_alone_on_new_videos(dataset, trained, tmp_path, monkeypatch):
+    root, _ = dataset
+    _, run = trained
     new = tmp_path / "new_video.mp4"
-    cut(MEDIA / "WolfgangLanger_Pexels.mp4", new, 15.0, 2.0)
+    cut(MEDIA / "WolfgangLanger_Pexels.mp4", new, 14.0, 4.0)
     out = tmp_path / "pred"
-    assert (
-        predict_main(
-            ["--checkpoint", str(tmp_path / "run"), "--video", str(new), str(MEDIA / "no_face.mp4"), "--out", str(out)]
-        )
-        == 0
-    )
+    assert predict_main(["--checkpoint", str(run), "--video", str(new), str(MEDIA / "no_face.mp4"), "--out", str(out)]) == 0
     pred = pd.read_csv(out / "predictions.csv", dtype={"File_ID": str}).set_index("File_ID")
     assert list(pred.index) == ["new_video", "no_face"]
     p = pred.loc["new_video", list(EMOTIONS)].to_numpy(float)
     assert np.all((p >= 0) & (p <= 1)) and not pred.loc["new_video", "note"] == pred.loc["new_video", "note"]
-    train_rows = pd.read_csv(root / "data_info.csv").query("Split == 'Train'")
-    np.testing.assert_allclose(
-        pred.loc["no_face", list(EMOTIONS)].to_numpy(float), train_rows[list(EMOTIONS)].mean().to_numpy(), atol=1e-6
-    )
     assert "mean training label" in pred.loc["no_face", "note"]
     assert (out / "new_video.png").stat().st_size > 10_000
     # the same features as the training store's extraction would give: same config hash
@@ -171,3 +172,41 @@ def test_train_then_predict_on_a_new_video(dataset, tmp_path):
         json.loads((out / "store" / "features" / "holistic" / "meta.json").read_text())["config_hash"]
         == FeatureStore(root).meta("holistic")["config_hash"]
     )
+    # an empty folder holding only the model file and two real videos, with the training data out of reach
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for f in (run / "model.ckpt", new, MEDIA / "no_face.mp4"):
+        shutil.copy(f, alone / f.name)
+    monkeypatch.chdir(alone)
+    hidden = root.with_name(root.name + "-hidden")
+    root.rename(hidden)
+    try:
+        assert predict_main(["--checkpoint", "model.ckpt", "--video", "new_video.mp4", "no_face.mp4", "--out", "p"]) == 0
+    finally:
+        hidden.rename(root)
+    again = pd.read_csv(alone / "p" / "predictions.csv", dtype={"File_ID": str}).set_index("File_ID")
+    np.testing.assert_array_equal(again[list(EMOTIONS)].to_numpy(), pred[list(EMOTIONS)].to_numpy())
+    mean = eri.load_model(alone / "model.ckpt").spec.train_mean  # the usable training videos' mean label
+    np.testing.assert_allclose(again.loc["no_face", list(EMOTIONS)].to_numpy(float), mean, atol=1e-6)
+
+
+def test_old_run_directories_keep_working(dataset, trained, tmp_path):
+    """A run directory written before checkpoints carried their spec: the spec is rebuilt from its
+    config.yaml, streams/*.json and the training labels, and predicts the same numbers."""
+    import torch
+
+    root, _ = dataset
+    _, run = trained
+    old = tmp_path / "old"
+    shutil.copytree(run, old, ignore=shutil.ignore_patterns("model.ckpt"))
+    best = old / json.loads((old / "metrics.json").read_text())["checkpoint"]
+    ckpt = torch.load(best, weights_only=True)
+    del ckpt["eri_model"]
+    torch.save(ckpt, best)
+    for stream in ("holistic", "expression", "audio"):
+        (old / "streams").mkdir(exist_ok=True)
+        shutil.copy(root / "features" / stream / "meta.json", old / "streams" / f"{stream}.json")
+    new, legacy = eri.load_model(run), eri.load_model(old)
+    assert legacy.spec.eri_version.startswith("<")
+    a, b = new.predict_features(root), legacy.predict_features(root)
+    np.testing.assert_allclose(a[list(EMOTIONS)].to_numpy(), b[list(EMOTIONS)].to_numpy(), atol=1e-6)

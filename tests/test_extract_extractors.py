@@ -6,9 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from eri.errors import ConfigError
-from eri.features.base import Extractor, config_hash
-from eri.errors import CheckpointError, WeightsError
+from eri.errors import CheckpointError, ConfigError, WeightsError
+from eri.features.base import Extractor, extractor_hash
 from eri.features.extractors import EXTRACTORS, build_extractor, extractor_class
 from eri.registry import config_keys
 
@@ -28,8 +27,8 @@ def test_registry_names_kinds_and_key_checking():
         build_extractor("holistic", {"wieghts": "x"})
     assert "device" in config_keys(extractor_class("holistic"))
     assert set(EXTRACTORS) >= {"holistic", "au", "mma", "muse"}
-    h = config_hash("a", {"x": 1, "y": 2})
-    assert h == config_hash("a", {"y": 2, "x": 1}) != config_hash("a", {"x": 2, "y": 2})
+    h = extractor_hash("a", {"x": 1, "y": 2})
+    assert h == extractor_hash("a", {"y": 2, "x": 1}) != extractor_hash("a", {"x": 2, "y": 2})
 
 
 def test_holistic_loads_torchvision_state_dicts_and_lightning_checkpoints(tmp_path):

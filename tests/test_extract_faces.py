@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from eri.features.faces import (
-    FaceDetector,
-    FaceTrack,
-    align_face,
-    align_faces,
-    choose_face,
-    interpolate_track,
-    similarity_matrices,
-    template,
-)
+from eri.align import align_face, align_faces, similarity_matrices, template
+from eri.features.faces import FaceDetector, FaceTrack, choose_face, interpolate_track
 from eri.features.video import decode
 
 MEDIA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"

@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eri.errors import ConfigError
 from eri.constants import EMOTIONS
 from eri.data.store import FeatureStore, MuseFeatureDir
-from eri.features.pipeline import Extraction, list_videos, load_extract_config, parse_shard
+from eri.errors import ConfigError
+from eri.features.config import load_extract_config
+from eri.features.listing import list_videos, parse_shard
+from eri.features.pipeline import Extraction
 from eri.features.video import decode, write_video
 from tools.extract import main as extract_main
 
@@ -211,8 +213,9 @@ def test_openface_and_muse_imports_need_no_video(tmp_path):
 
 
 def test_face_streams_equal_their_extractor_on_the_aligned_crops(tmp_path):
+    from eri.align import align_faces
     from eri.features.extractors import build_extractor
-    from eri.features.faces import FaceDetector, align_faces
+    from eri.features.faces import FaceDetector
 
     root = tmp_path / "d"
     root.mkdir()

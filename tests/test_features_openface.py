@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eri.features.openface import AU_COLUMNS, AU_ORDER, OpenFaceAU, read_openface_csv
 from eri.errors import ConfigError
+from eri.features.openface import AU_COLUMNS, AU_ORDER, OpenFaceAU, read_openface_csv
 from eri.registry import build
 
 FEAT_DATA = Path(list(importlib.util.find_spec("feat").submodule_search_locations)[0]) / "tests" / "data"

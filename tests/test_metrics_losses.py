@@ -3,8 +3,8 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
-from eri.errors import ConfigError
 from eri.constants import EMOTIONS
+from eri.errors import ConfigError
 from eri.training.losses import WeightedLoss, ccc_loss, l2_loss, pcc_loss
 from eri.training.metrics import pcc_per_emotion, score
 

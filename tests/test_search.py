@@ -34,9 +34,9 @@ def test_paper_trial_reproduces_the_base_config(path, tmp_path):
     space = Space(load_search_config(path, [f"out={tmp_path}"]))
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(space.paper_params())
-    overrides = space.overrides(study.ask())
+    updates = space.updates(space.sample(study.ask()))
     base = load_config(space.base_path, [*space.base_overrides, "out=x"])
-    assert to_yaml(space.trial_config(overrides, "x")) == to_yaml(base)
+    assert to_yaml(space.trial_config(updates, "x")) == to_yaml(base)
 
 
 def test_search_config_errors(tmp_path):
@@ -44,7 +44,7 @@ def test_search_config_errors(tmp_path):
         load_search_config(TINY, ["n_trial=3"])
     with pytest.raises(ConfigError, match="unknown key.*'widths'.*valid keys"):
         load_search_config(TINY, ["space.widths=[1]"])
-    with pytest.raises(ConfigError, match="hidden = 16, outside the search space"):
+    with pytest.raises(ConfigError, match="hidden = 16, outside the search space"):  # the tiny preset's width
         Space(load_search_config(TINY, ["space.hidden=[32, 64]"])).paper_params()
     with pytest.raises(ConfigError, match="pruner.name"):
         load_search_config(TINY, ["pruner.name=sometimes"])
@@ -192,7 +192,7 @@ def test_pruning_stops_a_poor_trial_during_training(tmp_path, tiny_root):
                 intermediate_values={0: v, 1: v},
             )
         )
-    cfg = Space(scfg).trial_config([], tmp_path / "run", ["trainer.progress_bar=false", "trainer.max_epochs=2"])
+    cfg = Space(scfg).trial_config({}, tmp_path / "run", ["trainer.progress_bar=false", "trainer.max_epochs=2"])
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match="epoch 0"):
         train(cfg, callbacks=[pruning_callback(trial)])

@@ -10,14 +10,14 @@ import pytest
 from eri.constants import EMOTIONS, STREAMS
 from eri.data.store import FeatureStore
 from eri.data.synthetic import (
-    proxy_scores,
     KNOB_DOCS,
     PRESETS,
-    config_hash,
     ensure_synthetic,
     generate,
+    knob_hash,
     label_stats,
     mean_pearson,
+    proxy_scores,
     resolve_preset,
     sample_labels,
 )
@@ -50,7 +50,7 @@ def test_presets_and_knobs():
         resolve_preset("nope")
     with pytest.raises(ValueError, match="n_train"):
         generate("/nonexistent/never", "tiny", not_a_knob=1)
-    assert config_hash(PRESETS["tiny"], 0) != config_hash(PRESETS["tiny"], 1)
+    assert knob_hash(PRESETS["tiny"], 0) != knob_hash(PRESETS["tiny"], 1)
 
 
 # ------------------------------------------------------------------------------------------- layout

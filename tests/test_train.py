@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import tiny_overrides
 
 from eri.config import ConfigError, load_config
@@ -28,10 +29,13 @@ def demo_run(tmp_path_factory, tiny_root):
 def test_run_directory_holds_everything(demo_run, tiny_root):
     metrics, out = demo_run
     for f in ["config.yaml", "metrics.json", "predictions_val.csv", "predictions_test.csv", "logs/version_0/metrics.csv",
-              "checkpoints/last.ckpt"]:
+              "checkpoints/last.ckpt", "model.ckpt"]:
         assert (out / f).exists(), f
-    for stream in ("holistic", "au", "mma", "audio"):  # the store's stream metadata travels with the run
-        assert (out / "streams" / f"{stream}.json").read_text() == (tiny_root / "features" / stream / "meta.json").read_text()
+    spec = torch.load(out / "model.ckpt", weights_only=True)["eri_model"]  # the model travels with what it needs
+    for stream in ("holistic", "au", "mma", "audio"):
+        assert spec["streams"][stream] == json.loads((tiny_root / "features" / stream / "meta.json").read_text())
+    assert spec["policy"] == {"drop_invalid_frames": True, "min_valid_frames": 50, "frame_stride": 2}
+    assert spec["stats"]["au"]["mean"].shape == (34,) and len(spec["train_mean"]) == 7
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved) >= {"val", "test", "ceiling", "checkpoint"}
     for split in ("val", "test"):
@@ -100,3 +104,22 @@ def test_every_shipped_config_trains(config, tmp_path, tiny_root):
     metrics, out = _run(tmp_path, tiny_root, config.stem, "trainer.max_epochs=1", "data.batch_size=4",
                         "trainer.limit_train_batches=2")
     assert np.isfinite(metrics["val"]["mean_pcc"]) and (out / "predictions_test.csv").exists()
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "mlflow"])
+def test_loggers_users_already_read(tmp_path, tiny_root, logger):
+    """trainer.logger: TensorBoard event files, or a local MLflow store (SQLite, no server), holding val mean PCC."""
+    metrics, out = _run(tmp_path, tiny_root, "demo", "trainer.max_epochs=1", "data.batch_size=8",
+                        "model.preset=tiny", f"trainer.logger={logger}")
+    if logger == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(next(out.glob("logs/version_0")))).Reload()
+        logged = [e.value for e in events.Scalars("val/mean_pcc")]
+    else:
+        import mlflow
+
+        client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+        run = client.search_runs(client.get_experiment_by_name("eri").experiment_id)[0]
+        logged = [m.value for m in client.get_metric_history(run.info.run_id, "val/mean_pcc")]
+    assert logged and logged[-1] == pytest.approx(metrics["val"]["mean_pcc"], abs=1e-6)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.errors import cli  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from eri.bench import PAPER_ENCODERS, demo_comparison, train_throughput  # noqa: E402
+from eri.benchmarks.training import ENCODERS, demo_comparison, train_throughput  # noqa: E402
+from eri.errors import cli  # noqa: E402
 from eri.io import atomic_write_text  # noqa: E402
 
 
@@ -28,10 +28,10 @@ def _run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train", help="training throughput per encoder and video length")
-    t.add_argument("--encoders", nargs="+", default=list(PAPER_ENCODERS), choices=list(PAPER_ENCODERS))
+    t.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     t.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 450], help="frames per video (max; min is 2/3 of it)")
-    t.add_argument("--size", default="paper", choices=["paper", "demo"],
-                   help="encoder sizes: the papers' (default) or configs/demo.yaml's CPU size")
+    t.add_argument("--size", default="paper", choices=["paper", "demo", "tiny"],
+                   help="encoder size preset (eri/models/presets.py): the papers' (default) or the demo's CPU size")
     t.add_argument("--no-flush-denormal", action="store_true",
                    help="compute on denormal floats as PyTorch does by default (training flushes them)")
     t.add_argument("--batch", type=int, default=32)
@@ -61,7 +61,7 @@ def _run(argv=None) -> int:
     if args.what == "extract":
         import torch
 
-        from eri.features.bench import extraction_benchmark
+        from eri.benchmarks.extraction import extraction_benchmark
 
         if args.threads:
             torch.set_num_threads(args.threads)

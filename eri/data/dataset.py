@@ -186,6 +186,8 @@ class ERIDataModule(L.LightningDataModule):
         seed: int = 0,
         progress: bool = True,
         bad_files: str = "error",
+        synthetic: str | None = None,
+        synthetic_seed: int = 0,
     ):
         super().__init__()
         self.root, self.layout, self.streams = Path(root), layout, list(dict.fromkeys(streams))
@@ -197,20 +199,31 @@ class ERIDataModule(L.LightningDataModule):
             raise ConfigError(f"bad_files must be error or skip, got {bad_files!r}")
         self.policy = InputPolicy(drop_invalid_frames, min_valid_frames, frame_stride)
         self.bad_files = bad_files
+        self.synthetic, self.synthetic_seed = synthetic, synthetic_seed
         self.splits: dict[str, SplitInfo] = {}
         self.datasets: dict[str, VideoFeatures] = {}
         self.train_mean: np.ndarray | None = None
         self.stream_dims: dict[str, int] = {}
         self.skipped: list[dict] = []  # {File_ID, split, problem} for each video left out by bad_files=skip
+        self.metas: dict[str, dict] = {}  # stream name -> its store metadata (meta.json)
 
     # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        """Generate the synthetic preset on first use (Lightning calls this once per machine)."""
+        if self.synthetic:
+            from eri.data.synthetic import ensure_synthetic
+
+            ensure_synthetic(self.root, self.synthetic, seed=self.synthetic_seed)
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        if not self.root.is_dir():
+            raise ConfigError(f"data.root: dataset root {self.root} does not exist (set data.root, or data.synthetic=<preset>)")
         manifest = read_manifest(self.root, self.layout)
         source = open_features(self.root)
         names = list(dict.fromkeys(parse_stream(spec)[0] for spec in self.streams))
-        metas = {name: source.meta(name) for name in names}
+        metas = self.metas = {name: source.meta(name) for name in names}
         per_frame = {name: metas[name].get("rate") == "frame" for name in names}
         self.stream_dims = {spec: spec_dim(spec, metas[parse_stream(spec)[0]]) for spec in self.streams}
         self._check_coverage(manifest, source, names)

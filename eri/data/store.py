@@ -26,6 +26,7 @@ import pandas as pd
 from eri.errors import InputError, StoreError
 from eri.io import atomic_write_bytes, atomic_write_text, check_name, inside, name_problem
 
+
 def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
     """Like ``np.savez`` but byte-identical across runs (fixed zip timestamps), so the same
     inputs give the same files."""

@@ -4,8 +4,6 @@
 - `eri.features.faces`: MTCNN detection batched over frames, one face per frame, 5-point alignment.
 - `eri.features.extractors`: the registry ``NAME -> class`` (`build_extractor`) and the extractors.
 - `eri.features.pipeline`: the job (layouts, shards, config hashes, report, resume): tools/extract.py.
-- `eri.features.predict`: a trained run -> predictions + figures for new videos: tools/predict.py.
-- `eri.features.bench`: frames/s per stage: tools/benchmark.py extract.
 
 Submodules are imported on use (PyAV, facenet-pytorch, librosa and transformers are heavy to import).
 """

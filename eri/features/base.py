@@ -13,7 +13,7 @@ input of its kind, batched over frames:
                given the video id and the dataset root -> ``(features (T, dim), valid (T,), timestamps (T,))``.
 
 ``config`` is the extractor's own config dict; its hash is stored with the outputs so a changed
-config is never silently reused (`config_hash`). Classes take their config as keyword arguments; the
+config is never silently reused (`extractor_hash`). Classes take their config as keyword arguments; the
 registry (`eri.features.extractors.build_extractor`) checks keys against the constructor's signature.
 A ``device`` argument, when a class has one, receives the job's ``device`` unless the config sets it.
 
@@ -24,8 +24,7 @@ A ``device`` argument, when a class has one, receives the job's ``device`` unles
 
 from __future__ import annotations
 
-import hashlib
-import json
+from eri.io import stable_hash
 
 
 class Extractor:
@@ -45,7 +44,6 @@ class Extractor:
         return {}
 
 
-def config_hash(name: str, config: dict) -> str:
+def extractor_hash(name: str, config: dict) -> str:
     """Stable 12-hex hash of an extractor's name + config (key order does not matter)."""
-    blob = json.dumps({"name": name, "config": config}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return stable_hash({"name": name, "config": config})

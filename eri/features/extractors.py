@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eri.errors import CheckpointError, ConfigError, WeightsError
+from eri.errors import CheckpointError, WeightsError
 from eri.features.base import Extractor
 from eri.io import load_torch
 from eri.registry import build, resolve

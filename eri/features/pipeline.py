@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -38,234 +36,14 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from eri.config import ConfigError, load_structured, rule
-from eri.data.labels import LabelError, normalise_id, read_label_ids, read_manifest
 from eri.data.store import FeatureStore
-from eri.errors import InputError, StoreError
-from eri.io import atomic_write_text, check_name, name_problem
-from eri.features.base import config_hash
-from eri.features.extractors import build_extractor, extractor_class
-from eri.registry import config_keys
+from eri.features.config import load_extract_config
+from eri.features.listing import list_videos, parse_shard, report_row
+from eri.features.streams import Stream, build_streams, rebuild_index, stored_hash, stream_rate
+from eri.io import atomic_write_text
 
-VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
-NON_NUMERIC = ("device", "batch_size")  # config keys that do not change the numbers: not hashed
 REPORT_COLUMNS = ["File_ID", "stream", "stage", "error", "failed"]
 RERUN_STAGES = ("find", "labels", "index")  # report rows every run derives afresh
-
-
-@dataclass
-class DecodeConfig:
-    fps: Optional[float] = rule(None, gt=0)  # None: native frames (VFR kept); a number: resample onto that rate
-    max_side: Optional[int] = rule(None, ge=16)  # downscale frames on decode so the longer side is at most this
-
-
-@dataclass
-class FaceConfig:
-    crop_size: int = rule(224, ge=16)  # aligned crop side (224 for ResNet18)
-    min_face_size: int = rule(40, ge=1)
-    thresholds: list = field(default_factory=lambda: [0.6, 0.7, 0.7])
-    min_prob: float = rule(0.9, ge=0, le=1)
-    center_weight: float = rule(0.5, ge=0)
-    every_k: int = rule(1, ge=1)  # detect on every k-th frame, interpolate between (1: every frame)
-    detect_scale: float = rule(1.0, gt=0, le=1)  # downscale factor for detection (<1 is faster)
-    max_jump: float = rule(0.25, gt=0)
-    batch_size: int = rule(32, ge=1)  # frames per MTCNN call and per alignment/extractor chunk
-
-
-@dataclass
-class ExtractConfig:
-    layout: str = rule("auto", choices=("auto", "abaw5", "muse2022", "folder"))
-    videos_dir: Optional[str] = None  # where media are searched (relative to the data root); default: the root
-    out: Optional[str] = None  # store root; default: the data root (training reads data_info.csv + features/ there)
-    device: str = "cpu"  # cpu | cuda | auto: default for MTCNN and every extractor that takes a device
-    dtype: str = rule("float16", choices=("float16", "float32"))  # per stream: extractors[i].dtype
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    faces: FaceConfig = field(default_factory=FaceConfig)
-    extractors: list = field(default_factory=list)  # [{name, stream?, dtype?, config: {...}}]
-
-
-STREAM_KEYS = ("name", "stream", "dtype", "config")
-
-
-def load_extract_config(path: str | Path | None = None, overrides: list[str] = ()) -> Any:
-    """Schema <- YAML <- ``key=value`` overrides; unknown keys are errors listing the valid ones."""
-    cfg = load_structured(ExtractConfig, path, overrides)
-    if not cfg.extractors:
-        raise ConfigError(f"{path}: `extractors` is empty: name at least one (e.g. - {{name: holistic}})")
-    for i, spec in enumerate(cfg.extractors):
-        unknown = sorted(set(spec) - set(STREAM_KEYS))
-        if unknown or "name" not in spec:
-            raise ConfigError(
-                f"{path}: extractors[{i}]: unknown key(s) {unknown} or no name; valid keys: {list(STREAM_KEYS)}"
-            )
-    return cfg
-
-
-# ----------------------------------------------------------------------------- dataset listing
-def find_media(folder: Path) -> tuple[dict[str, Path], dict[str, Path], list[dict]]:
-    """Videos and ``.wav`` files under ``folder`` by normalised id, and the report rows of files left
-    out: a name that is not a usable id, or an id with two files (neither is used: which is meant?)."""
-    found: dict[str, dict[str, list[Path]]] = {"video": {}, "wav": {}}
-    problems: list[dict] = []
-    for p in sorted(folder.rglob("*")):
-        ext = p.suffix.lower()
-        if p.name.startswith(".") or not p.is_file() or (ext not in VIDEO_EXTS and ext != ".wav"):
-            continue
-        if "features" in p.relative_to(folder).parts[:1]:
-            continue
-        vid = normalise_id(p.stem)
-        problem = name_problem(vid)
-        if problem:
-            problems.append(_row(repr(p.stem), "*", "find", f"{p}: file name is not a usable id ({problem})"))
-        else:
-            found["wav" if ext == ".wav" else "video"].setdefault(vid, []).append(p)
-    media: dict[str, dict[str, Path]] = {"video": {}, "wav": {}}
-    for kind, by_id in found.items():
-        for vid, paths in by_id.items():
-            if len(paths) == 1:
-                media[kind][vid] = paths[0]
-            else:
-                problems.append(_row(vid, "*", "find", f"{len(paths)} {kind} files for id {vid}: {', '.join(map(str, paths))}"))
-    return media["video"], media["wav"], problems
-
-
-def _row(vid: str, stream: str, stage: str, error: str, failed: bool = True) -> dict:
-    return {"File_ID": vid, "stream": stream, "stage": stage, "error": error, "failed": failed}
-
-
-def list_videos(root: str | Path, layout: str = "auto", videos_dir: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """The videos of a dataset: ``File_ID``, ``path`` (None when no file), ``wav`` (None), in id order,
-    and report rows for what was left out. A label file with bad labels is a warning here (extraction
-    needs ids, not labels); ids that are not plain file names are left out and reported."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"--data-root: {root} does not exist or is not a folder")
-    media_dir = root / videos_dir if videos_dir else root
-    if not media_dir.is_dir():
-        raise ConfigError(f"videos_dir: {media_dir} does not exist or is not a folder")
-    videos, wavs, problems = find_media(media_dir)
-    if layout == "auto":
-        layout = (
-            "abaw5" if (root / "data_info.csv").exists() else "muse2022" if (root / "labels.csv").exists() else "folder"
-        )
-    if layout == "folder":
-        ids = sorted(videos)
-        if not ids and not problems:
-            raise InputError(f"{media_dir}: no video files ({', '.join(VIDEO_EXTS)}) found")
-    else:
-        try:
-            ids = sorted(read_manifest(root, layout)["File_ID"])
-        except LabelError as e:
-            tqdm.write(f"warning: {e}; extracting the ids it lists anyway (training will refuse it until it is fixed)")
-            ids, bad = read_label_ids(root, layout)
-            problems += [_row("?", "*", "labels", msg) for msg in bad]
-            ids = sorted(ids)
-    table = pd.DataFrame({"File_ID": ids, "path": [videos.get(i) for i in ids], "wav": [wavs.get(i) for i in ids]})
-    return table, problems
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"k/n"`` (0 <= k < n) -> (k, n); None -> (0, 1)."""
-    if not text:
-        return 0, 1
-    try:
-        k, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard must look like K/N with 0 <= K < N (e.g. 0/4), got {text!r}") from None
-    if not 0 <= k < n:
-        raise ConfigError(f"--shard {text}: need 0 <= K < N (K is 0-based)")
-    return k, n
-
-
-# ----------------------------------------------------------------------------- streams
-@dataclass
-class Stream:
-    name: str  # stream (folder) name in the store
-    extractor: Any
-    dtype: str
-    hash: str
-    spec: dict
-
-
-def stream_hash(spec: dict, cfg, kind: str) -> str:
-    own = {k: v for k, v in dict(spec.get("config") or {}).items() if k not in NON_NUMERIC}
-    upstream: dict = {"dtype": spec.get("dtype") or cfg.dtype}
-    if kind == "face":
-        faces = {k: v for k, v in OmegaConf.to_container(cfg.faces).items() if k not in NON_NUMERIC}
-        upstream.update(decode=OmegaConf.to_container(cfg.decode), faces=faces)
-    return config_hash(spec["name"], {"config": own, **upstream})
-
-
-def build_streams(cfg, load: bool = True) -> list[Stream]:
-    """The configured streams; ``load=False`` names and hashes them without building the extractors
-    (no weights are read: enough to rebuild indexes)."""
-    streams, seen = [], set()
-    for spec in cfg.extractors:
-        spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
-        name = spec["name"]
-        cls = extractor_class(name)
-        conf = dict(spec.get("config") or {})
-        if "device" in config_keys(cls) and "device" not in conf:
-            conf["device"] = cfg.device
-        ext = build_extractor(name, conf) if load else None
-        stream = spec.get("stream") or name
-        try:
-            check_name(stream, f"extractor '{name}': stream")
-        except InputError as e:
-            raise ConfigError(str(e)) from None
-        if stream in seen:
-            raise ConfigError(f"two extractors write stream '{stream}': give one a different `stream:` name")
-        seen.add(stream)
-        dtype = spec.get("dtype") or cfg.dtype
-        if dtype not in ("float16", "float32"):
-            raise ConfigError(f"extractor '{name}': dtype must be float16 or float32, got {dtype}")
-        streams.append(Stream(stream, ext, dtype, stream_hash(spec, cfg, cls.kind), spec))
-    return streams
-
-
-def _rate(ext) -> float | str:
-    """The store's ``rate``: "frame" for per-frame streams, else steps per second."""
-    if ext.kind != "audio":
-        return "frame"
-    if ext.steps_per_second:
-        return float(ext.steps_per_second)
-    if hasattr(ext, "hop") and hasattr(ext, "k"):  # MFCC tokens: sample rate / hop / frames per token
-        return 16000 / ext.hop / ext.k
-    if getattr(ext, "config", {}).get("rate"):
-        return float(ext.config["rate"])
-    if hasattr(ext, "frame_rate"):
-        return float(ext.frame_rate)
-    return "token"
-
-
-def _stored_hash(store: FeatureStore, stream: str, vid: str) -> str | None:
-    """The config hash inside a stored file; None when it has none or is damaged (so it is recomputed)."""
-    try:
-        return store.inspect(stream, vid)["config_hash"]
-    except StoreError:
-        return None
-
-
-def rebuild_index(store: FeatureStore, stream: str, current_hash: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """``index.csv`` of a stream from its ``.npz`` files whose hash is current, and a report row for
-    each file that is damaged or misshapen (left out of the index, so training never reads it)."""
-    meta = store.meta(stream)
-    want = current_hash or meta.get("config_hash")
-    rows, damaged = [], []
-    for p in sorted((store.dir / stream).glob("*.npz")):
-        if name_problem(p.stem):
-            damaged.append(_row(repr(p.stem), stream, "index", f"{p}: file name is not a usable id"))
-            continue
-        try:
-            info = store.inspect(stream, p.stem)
-        except StoreError as e:
-            damaged.append(_row(p.stem, stream, "index", str(e)))
-            continue
-        if want is not None and info["config_hash"] != want:
-            continue  # stale (or of unknown origin): never listed, so never read by training
-        rows.append({"File_ID": p.stem, "n_steps": info["n_steps"], "n_valid": info["n_valid"]})
-    store.write_index(stream, rows)
-    return pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"]), damaged
 
 
 # ----------------------------------------------------------------------------- per video
@@ -312,7 +90,7 @@ class Extraction:
                         f"stream '{s.name}': config changed ({prev} -> {s.hash}); stored files with the old "
                         "hash will be recomputed, never reused"
                     )
-            rate = _rate(s.extractor)
+            rate = stream_rate(s.extractor)
             meta = {
                 "stream": s.name,
                 "dim": int(s.extractor.dim),
@@ -337,14 +115,14 @@ class Extraction:
         out = []
         for s in self.streams:
             if self.store.path(s.name, vid).exists():
-                if _stored_hash(self.store, s.name, vid) == s.hash:
+                if stored_hash(self.store, s.name, vid) == s.hash:
                     continue
                 self.stats["stale"] += 1
             out.append(s)
         return out
 
     def _note(self, vid: str, stream: str, stage: str, error: str, failed: bool) -> None:
-        self.report.append(_row(vid, stream, stage, error, failed))
+        self.report.append(report_row(vid, stream, stage, error, failed))
 
     def _write(self, s: Stream, vid: str, feats, valid, ts) -> None:
         feats = np.asarray(feats, np.float32)
@@ -363,7 +141,7 @@ class Extraction:
 
     def _drop_stale(self, s: Stream, vid: str) -> None:
         p = self.store.path(s.name, vid)
-        if p.exists() and _stored_hash(self.store, s.name, vid) != s.hash:
+        if p.exists() and stored_hash(self.store, s.name, vid) != s.hash:
             p.unlink()
 
     def process(self, vid: str, path: Path | None, wav: Path | None, streams: list[Stream]) -> int:
@@ -442,7 +220,7 @@ class Extraction:
         return n_frames
 
     def _faces(self, vid: str, video, streams: list[Stream]) -> None:
-        from eri.features.faces import align_faces
+        from eri.align import align_faces
 
         try:
             track = self.detector(video.frames)

@@ -315,7 +315,7 @@ class FaceDataset(Dataset):
         img = decode_image(str(path), mode=ImageReadMode.RGB)
         lm = self.rec.landmarks[i]
         if not np.isnan(lm).any():
-            from eri.features.faces import align_face
+            from eri.align import align_face
 
             img = torch.from_numpy(align_face(img.permute(1, 2, 0).numpy(), lm, self.align_size)).permute(2, 0, 1)
         return resize_uint8(img[None], self.crop_size)[0].contiguous()

@@ -25,7 +25,7 @@ from torch import nn
 
 # One source of truth for the label spaces: the synthetic Hume generator already writes the mma
 # stream in these orders. Expressions follow Aff-Wild2's order; AUs the MMA head's 17.
-from eri.data.synthetic import AU_IDS, EXPRESSION_AUS, EXPRESSIONS  # noqa: F401  (re-exported)
+from eri.constants import AU_IDS, EXPRESSION_AUS, EXPRESSIONS  # noqa: F401  (re-exported)
 from eri.errors import CheckpointError, ConfigError, WeightsError
 from eri.io import load_torch
 from eri.registry import build

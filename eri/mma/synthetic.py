@@ -231,7 +231,7 @@ def write_affwild2(root, videos=(("train", 6, 40), ("val", 2, 40)), seed=0, canv
 
     Markers: VA -5 and expression -1 / AU -1 lines (no label), expression 7 (Other), a frame with
     no image (no face detected), and not every video annotated for every task."""
-    from eri.features.faces import align_face
+    from eri.align import align_face
 
     root = Path(root)
     rng = np.random.default_rng([seed, 2])
@@ -277,7 +277,7 @@ def write_emotionet(root, n=(200, 60), seed=0, canvas=96, crop=112) -> Path:
     EmotioNet ships images without landmarks; the generated ones are aligned crops (see the reader)."""
     import pandas as pd
 
-    from eri.features.faces import align_face
+    from eri.align import align_face
 
     root = Path(root)
     rng = np.random.default_rng([seed, 3])

@@ -15,10 +15,10 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MultilabelF1Score
 from torchmetrics.regression import ConcordanceCorrCoef
 
+from eri.errors import ConfigError
 from eri.mma.losses import LOSS_KEYS, MMALoss
 from eri.mma.model import AU_IDS, CHECKPOINT_KEY, EXPRESSIONS, create_mma
-from eri.errors import ConfigError
-from eri.training.task import ERITask, configure_optimizer
+from eri.training.task import configure_optimizer
 
 
 class _SetMetrics(nn.Module):
@@ -117,12 +117,8 @@ class MMATask(L.LightningModule):
         return configure_optimizer(self.parameters(), self.optim)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """The architecture spec (what `load_mma` rebuilds from) and the RNG states (exact resume)."""
+        """The architecture spec (what `load_mma` rebuilds from); RNG states: `eri.training.skeleton.RNGState`."""
         checkpoint[CHECKPOINT_KEY] = _plain(self.model_spec)
-        ERITask.on_save_checkpoint(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        ERITask.on_load_checkpoint(self, checkpoint)
 
 
 def _plain(x):

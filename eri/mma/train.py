@@ -15,18 +15,16 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from tabulate import tabulate
 from torch.utils.data import ConcatDataset, DataLoader
 
-from eri.config import to_yaml
 from eri.errors import ConfigError
 from eri.io import atomic_write_text
 from eri.mma.config import TASKS
 from eri.mma.data import READERS, FaceDataset, MixSampler, Records, build_augment
 from eri.mma.task import MMATask
-from eri.training.run import _check_resume, build_trainer, configure_cpu
+from eri.training.skeleton import check_resume, configure_cpu, fit
 
 
 def _restrict(rec: Records, tasks) -> Records:
@@ -45,11 +43,23 @@ class MMADataModule(L.LightningDataModule):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.cfg = cfg
-        d = cfg.data
         self.crop = int(cfg.model.crop_size)
         self.train_sets: list[FaceDataset] = []
         self.val_sets: dict[str, FaceDataset] = {}
         self.weights: list[float] = []
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic face data on first use (Lightning calls this once per machine)."""
+        d = self.cfg.data
+        if d.synthetic:
+            from eri.mma.synthetic import ensure_mma_synthetic
+
+            ensure_mma_synthetic(d.synthetic_root, d.synthetic, seed=d.synthetic_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_sets or self.val_sets:
+            return
+        d = self.cfg.data
         for i, spec in enumerate(d.datasets):
             spec = OmegaConf.to_container(spec, resolve=True)
             if spec.get("reader") not in READERS:
@@ -93,13 +103,6 @@ class MMADataModule(L.LightningDataModule):
         ]
 
 
-def prepare(cfg: DictConfig) -> None:
-    if cfg.data.synthetic:
-        from eri.mma.synthetic import ensure_mma_synthetic
-
-        ensure_mma_synthetic(cfg.data.synthetic_root, cfg.data.synthetic, seed=cfg.data.synthetic_seed)
-
-
 def build_task(cfg: DictConfig, dm: MMADataModule) -> MMATask:
     return MMATask(
         OmegaConf.to_container(cfg.model, resolve=True),
@@ -113,33 +116,16 @@ def build_task(cfg: DictConfig, dm: MMADataModule) -> MMATask:
 def train_mma(cfg: DictConfig) -> dict:
     """Train, keep the best epoch by val/score, score val with it, write the run directory."""
     out = Path(cfg.out or "runs/mma")
-    if cfg.trainer.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     configure_cpu(cfg)
-    prepare(cfg)
-    resume = _check_resume(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", to_yaml(cfg))
-
+    resume = check_resume(out, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = MMADataModule(cfg)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        dm.prepare_data()
+    dm.setup("fit")
     task = build_task(cfg, dm)
     has_val = bool(dm.val_sets)
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best-{epoch:03d}",
-        monitor="val/score" if has_val else None,
-        mode="max",
-        save_top_k=1 if has_val else 0,
-        save_last=True,
-    )
-    callbacks = [ckpt]
-    if cfg.trainer.early_stopping_patience and has_val:
-        callbacks.append(EarlyStopping("val/score", mode="max", patience=cfg.trainer.early_stopping_patience))
-    trainer = build_trainer(cfg, out, callbacks)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
-
-    best = ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")
+    trainer, best = fit(cfg, out, task, dm, "val/score" if has_val else None, resume)
     metrics: dict = {"checkpoint": os.path.relpath(best, out)}
     if has_val:
         trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)

@@ -4,17 +4,16 @@ A table is a list of rows; a row is a name, the paper's own number for it (val m
 where our copy of the paper has no number) and how it differs from the paper setting. A preset
 turns a row into a full training config:
 
-- ``tiny``: the `tiny` synthetic preset, width-16 models, 1 epoch (CI: every table in about a minute);
-- ``hume-small``: the synthetic benchmark; paper 004 rows use the demo-size encoder and optimiser of
-  ``configs/demo.yaml`` (width 64, 1 GRU layer, 2 blocks, every 2nd frame), paper 000 rows use
-  ``configs/mma_mrnnet.yaml`` at the paper's sizes with batch 16 instead of 4 (as `eri.bench`);
+- ``tiny``: the `tiny` synthetic preset, the ``tiny`` encoder preset, 1 epoch (CI: every table in about a minute);
+- ``hume-small``: the synthetic benchmark; paper 004 rows use ``configs/demo.yaml``'s optimiser and
+  frame stride with the ``demo`` encoder preset, paper 000 rows use ``configs/mma_mrnnet.yaml`` at the
+  paper's sizes with batch 16 instead of 4 (as `eri.benchmarks.training`);
 - ``real``: the papers' own configs at the papers' sizes, on a real dataset given by ``data_root``.
 
-Each row is trained with seeds 0..N-1. Caching: the row's resolved config (``out`` left out) is
-hashed and names its run directory ``<out>/runs/<hash>``; a finished run (``metrics.json``) is read,
-not retrained, so a rerun trains only rows whose config changed, and a row two tables share
-(004 Table 2 "all three" = Table 3 "both") is trained once. An interrupted run resumes. A row that
-fails is reported in the table and the others go on.
+Each row is trained with seeds 0..N-1 through the shared run cache (`eri.training.cache`): a rerun
+trains only rows whose config changed, and a row two tables share (004 Table 2 "all three" = Table
+3 "both") is trained once. An interrupted run resumes. A row that fails is reported in the table and
+the others go on.
 
 Where our copy of a paper lost a table's numbers (paper 000, Tables 3 and 4: only the text's
 claims survived), the ``paper`` column is empty and the table's ``claim`` quotes the text.
@@ -25,18 +24,16 @@ in one branch; Table 4's rows are our pick of layers x units around the paper's 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from eri.config import ConfigError, load_config, to_yaml
+from eri.config import ConfigError, load_config, read_yaml
 from eri.io import atomic_write_bytes, atomic_write_text
+from eri.training.cache import cached_train
 
 
 @dataclass
@@ -123,107 +120,47 @@ TABLES = {
     ]
 }
 
-_DEMO_ENC = {
-    "name": "gru_transformer",
-    "hidden": 64,
-    "gru_layers": 1,
-    "blocks": 2,
-    "heads": 4,
-    "dropout": 0.1,
-    "ff_dim": 128,
-}
-_TINY_ENC = {
-    "name": "gru_transformer",
-    "hidden": 16,
-    "gru_layers": 1,
-    "blocks": 1,
-    "heads": 2,
-    "dropout": 0.1,
-    "ff_dim": 32,
-}
-_PAPER_ENC = {"name": "gru_transformer", "hidden": 256, "gru_layers": 2, "blocks": 4, "heads": 4, "dropout": 0.2}
-
-# preset -> data overrides, paper 004's base config and encoder, paper 000's extra overrides and width scale
+# preset -> data overrides, paper 004's base config, the encoder size preset (`eri.models.presets`) of
+# every row, and paper 000's extra overrides
 PRESETS = {
     "tiny": dict(
         data=["data.root=data/tiny", "data.synthetic=tiny", "data.batch_size=8", "trainer.max_epochs=1"],
         config004="configs/demo.yaml",
-        enc004=_TINY_ENC,
+        size="tiny",
         extra000=[],
-        scale000=1 / 8,
     ),
     "hume-small": dict(
         data=["data.root=data/hume-small", "data.synthetic=hume-small"],
         config004="configs/demo.yaml",
-        enc004=_DEMO_ENC,
+        size="demo",
         extra000=["data.batch_size=16"],
-        scale000=1.0,
     ),
-    "real": dict(
-        data=["data.synthetic=null"],
-        config004="configs/hkust_gru_transformer.yaml",
-        enc004=_PAPER_ENC,
-        extra000=[],
-        scale000=1.0,
-    ),
+    "real": dict(data=["data.synthetic=null"], config004="configs/hkust_gru_transformer.yaml", size="paper", extra000=[]),
 }
 CONFIG000 = "configs/mma_mrnnet.yaml"
 
 
-def row_overrides(table: Table, row: Row, preset: str) -> tuple[str, list[str]]:
-    """(base config file, overrides) of one row under one preset."""
+def row_config(table: Table, row: Row, preset: str) -> tuple[str, list[str], dict]:
+    """(base config file, overrides, structured updates) of one row under one preset."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; valid: {sorted(PRESETS)}")
     p = PRESETS[preset]
+    size = [f"model.preset={p['size']}"]
     if table.paper == "004":
-        branches = [{"name": b, "streams": s, "encoder": p["enc004"]} for b, s in row.branches.items()]
-        return p["config004"], [*p["data"], "model.branches=" + json.dumps(branches), *row.overrides]
-    base = load_config(CONFIG000).model.branches[0]
-    enc = {**OmegaConf.to_container(base.encoder), **row.encoder}
-    enc["hidden"] = max(4, int(round(enc["hidden"] * p["scale000"])))
+        branches = [{"name": b, "streams": s, "encoder": {"name": "gru_transformer"}} for b, s in row.branches.items()]
+        return p["config004"], [*p["data"], *size, *row.overrides], {"model.branches": branches}
+    enc = {**read_yaml(CONFIG000)["model"]["branches"][0]["encoder"], **row.encoder}  # sizes: the preset
     branches = [{"name": "mma", "streams": row.streams, "encoder": enc}]
-    return CONFIG000, [*p["data"], *p["extra000"], "model.branches=" + json.dumps(branches), *row.overrides]
+    return CONFIG000, [*p["data"], *p["extra000"], *size, *row.overrides], {"model.branches": branches}
 
 
 def resolve(
     table: Table, row: Row, preset: str, seed: int, extra: list[str] = (), data_root: str | None = None
 ) -> DictConfig:
-    config, overrides = row_overrides(table, row, preset)
+    config, overrides, updates = row_config(table, row, preset)
     if data_root:
         overrides.append(f"data.root={data_root}")
-    return load_config(config, [*overrides, *extra, f"seed={seed}", "trainer.progress_bar=false", "out=null"])
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Names a run by everything that changes its numbers: the resolved config without ``out``, and for a
-    synthetic preset the generator's own hash of its knobs, so a recalibrated generator is not served
-    runs trained on the old data. (A real dataset at ``data.root`` is taken as fixed.)"""
-    c = cfg.copy()
-    c.out = None
-    blob = to_yaml(c)
-    if cfg.data.synthetic:
-        from eri.data import synthetic
-
-        knobs = synthetic.resolve_preset(cfg.data.synthetic)
-        blob += f"\nsynthetic: {synthetic.config_hash(knobs, cfg.data.synthetic_seed)}"
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def run_row(cfg: DictConfig, runs: Path) -> tuple[dict, bool]:
-    """(metrics, trained): a finished run directory of the same config is read, not retrained."""
-    from eri.training.run import train
-
-    out = runs / config_hash(cfg)
-    done = out / "metrics.json"
-    if done.exists():
-        return json.loads(done.read_text()), False
-    cfg = cfg.copy()
-    cfg.out = str(out)
-    t = time.perf_counter()
-    metrics = train(cfg)
-    metrics["train_seconds"] = round(time.perf_counter() - t, 1)
-    atomic_write_text(done, json.dumps(metrics, indent=2))  # rewritten with the time it took
-    return metrics, True
+    return load_config(config, [*overrides, *extra, f"seed={seed}", "trainer.progress_bar=false", "out=null"], updates)
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -250,7 +187,7 @@ def run_table(
         for seed in range(seeds):
             try:
                 cfg = resolve(table, row, preset, seed, extra, data_root)
-                metrics, did = run_row(cfg, runs)
+                metrics, did, run_dir = cached_train(cfg, runs)
             except Exception as e:  # one bad row never stops the table: report it
                 errors.append(f"seed {seed}: {type(e).__name__}: {e}")
                 progress(f"  {table.name} | {row.name} | seed {seed}: FAILED {type(e).__name__}: {e}")
@@ -261,7 +198,7 @@ def run_table(
                 tests.append(metrics["test"]["mean_pcc"])
             if "ceiling" in metrics:
                 ceil.append(metrics["ceiling"]["val"])
-            runs_of_row.append(config_hash(cfg))
+            runs_of_row.append(run_dir.name)
             state = "trained" if did else "cached"
             progress(f"  {table.name} | {row.name} | seed {seed}: val {vals[-1]:.4f} ({state})")
         (vm, vs), (tm, ts) = _stats(vals), _stats(tests)

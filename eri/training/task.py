@@ -1,6 +1,7 @@
 """The ERI task: a thin LightningModule that owns the loss, the optimiser, routing and the metric.
 
-The model is a plain ``nn.Module`` (see `eri.models`); this wrapper adds what training needs:
+The model is a plain ``nn.Module`` (see `eri.models`); this wrapper adds what training needs
+(and puts the model's `ModelSpec` in every checkpoint, so any checkpoint predicts on its own):
 - split-level scoring: each rank keeps its predictions with their dataset positions, they are
   gathered from all ranks at epoch end, de-duplicated (the distributed sampler repeats a few
   videos to even out ranks), completed with the training-label mean for videos that failed the
@@ -11,14 +12,14 @@ The model is a plain ``nn.Module`` (see `eri.models`); this wrapper adds what tr
 
 from __future__ import annotations
 
-import random
-
 import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
 from eri.errors import ConfigError
+from eri.models.spec import KEY as SPEC_KEY
+from eri.models.spec import ModelSpec
 from eri.training.losses import WeightedLoss
 from eri.training.metrics import score
 
@@ -41,9 +42,9 @@ def configure_optimizer(params, optim: dict):
 
 
 class ERITask(L.LightningModule):
-    def __init__(self, model: nn.Module, loss: dict, optim: dict):
+    def __init__(self, model: nn.Module, loss: dict, optim: dict, spec: ModelSpec | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.spec = model, spec
         self.loss = WeightedLoss(loss)
         self.optim = dict(optim)
         self.results: dict[str, dict] = {}  # split -> {"pred": (N, 7) all videos, "score": {...} or None}
@@ -68,22 +69,8 @@ class ERITask(L.LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the RNG states so a resumed run draws the same dropout masks as an uninterrupted one."""
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["rng_states"] = {  # tensors and primitives only: checkpoints stay weights_only-loadable
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "rng_states" in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
-            rng = checkpoint["rng_states"]
-            torch.set_rng_state(rng["torch"])
-            kind, keys, pos, has_gauss, gauss = rng["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            version, state, gauss = rng["python"]
-            random.setstate((version, tuple(state), gauss))
+        if self.spec is not None:
+            checkpoint[SPEC_KEY] = self.spec.to_checkpoint()
 
     # ----------------------------------------------------------------- routing
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -17,20 +17,17 @@ import multiprocessing as mp
 import resource
 import time
 
-PAPER_ENCODERS = {
-    "gru_transformer": {"hidden": 256, "gru_layers": 2, "blocks": 4, "heads": 4, "dropout": 0.2},
-    "masked_rnn": {"hidden": 128, "max_len": 480, "fc_dim": 32},
-    "lstm": {"hidden": 128, "layers": 2},
-    "mean_pool": {"hidden": 256},
-}
-DEMO_ENCODERS = {
-    "gru_transformer": {"hidden": 64, "gru_layers": 1, "blocks": 2, "heads": 4, "dropout": 0.1, "ff_dim": 128},
-    "masked_rnn": PAPER_ENCODERS["masked_rnn"],  # configs/mma_mrnnet.yaml trains it at paper size on CPU
-    "lstm": {"hidden": 64, "layers": 1},
-    "mean_pool": {"hidden": 64},
-}
-SIZES = {"paper": PAPER_ENCODERS, "demo": DEMO_ENCODERS}
+ENCODERS = ("gru_transformer", "masked_rnn", "lstm", "mean_pool")  # measured at an `eri.models.presets` size
 IN_DIM = 546
+
+
+def bench_model(encoder: str, size: str):
+    """Paper 004's visual branch (546-d frames) with ``encoder`` at a size preset, concat head."""
+    from eri.models import create_model
+    from eri.models.presets import encoder_preset
+
+    return create_model([{"name": "visual", "streams": ["v"], "encoder": encoder_preset(encoder, size)}],
+                        {"name": "concat"}, {"v": IN_DIM})
 
 
 def _measure(encoder: str, length: int, mode: str, batch: int, steps: int, loop_videos: int, device: str, precision: str,
@@ -39,17 +36,12 @@ def _measure(encoder: str, length: int, mode: str, batch: int, steps: int, loop_
 
     torch.set_flush_denormal(flush_denormal)  # as training does (trainer.flush_denormal)
 
-    from eri.models import create_model
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
-    model = create_model(
-        [{"name": "visual", "streams": ["v"], "encoder": {"name": encoder, **SIZES[size][encoder]}}],
-        {"name": "concat"},
-        {"v": IN_DIM},
-    ).to(dev)
+    model = bench_model(encoder, size).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.5)
     g = torch.Generator().manual_seed(1)
     lengths = torch.randint(int(0.66 * length), length + 1, (batch,), generator=g)
@@ -107,7 +99,7 @@ def run_one(**kw) -> dict:
 
 
 def train_throughput(
-    encoders=tuple(PAPER_ENCODERS),
+    encoders=ENCODERS,
     lengths=(150, 300, 450),
     batch: int = 32,
     steps: int = 2,
@@ -140,73 +132,57 @@ def train_throughput(
 
 
 # ----------------------------------------------------------------------------- demo comparisons
-_DEMO_ENC = {"name": "gru_transformer", "hidden": 64, "gru_layers": 1, "blocks": 2, "heads": 4, "dropout": 0.1, "ff_dim": 128}
-_MEAN_ENC = {"name": "mean_pool", "hidden": 64}
-
-
-def _branches(streams_per_branch: dict[str, list[str]], encoder: dict, centred: tuple[str, ...] = ()) -> str:
-    items = ", ".join(
-        f"{{name: {b}, streams: [{', '.join(s)}], {'center: true, ' if b in centred else ''}encoder: {_flow(encoder)}}}"
-        for b, s in streams_per_branch.items()
-    )
-    return f"model.branches=[{items}]"
-
-
+GRU = {"name": "gru_transformer"}  # at the config's size preset (demo)
+MEAN = {"name": "mean_pool"}
 E12 = "trainer.max_epochs=12"  # the comparison rows were trained for 12 epochs (the demo stops at 6)
 
 
-def _flow(d: dict) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in d.items()) + "}"
+def _branches(streams_per_branch: dict[str, list[str]], encoder: dict, centred: tuple[str, ...] = ()) -> dict:
+    branches = [
+        {"name": b, "streams": s, "encoder": dict(encoder), **({"center": True} if b in centred else {})}
+        for b, s in streams_per_branch.items()
+    ]
+    return {"model.branches": branches}
 
 
-# (row name, config file, overrides): what the demo's claims rest on, all on the same data
+# (row name, config file, overrides, structured updates): what the demo's claims rest on, all on the same data
 PAPER_STREAMS = {"visual": ["holistic", "au"], "audio": ["audio"]}
 PER_STREAM = {"holistic": ["holistic"], "au": ["au"], "audio": ["audio"], "mma": ["mma"]}
+MMA16 = ["data.batch_size=16", E12]  # the two mma rows: batch 16 and 12 epochs (paper 000's batch 4 is slow on CPU)
 DEMO_VARIANTS = [
-    ("paper 004 streams (holistic+au, audio), regression token", "configs/demo.yaml", [_branches(PAPER_STREAMS, _DEMO_ENC), E12]),
-    ("paper 004 streams, masked mean pooling", "configs/demo.yaml", [_branches(PAPER_STREAMS, _MEAN_ENC), E12]),
-    ("all 4 streams, one branch each, regression token (= configs/demo.yaml)", "configs/demo.yaml", []),
-    ("holistic only", "configs/demo.yaml", [_branches({"visual": ["holistic"]}, _DEMO_ENC), E12]),
-    ("au only", "configs/demo.yaml", [_branches({"visual": ["au"]}, _DEMO_ENC), E12]),
-    ("audio only", "configs/demo.yaml", [_branches({"audio": ["audio"]}, _DEMO_ENC), E12]),
-    ("mma only", "configs/demo.yaml", [_branches({"mma": ["mma"]}, _DEMO_ENC), E12]),
-    # the two mma rows share batch 16 and 12 epochs (paper 000 trains with batch 4: slower on CPU)
-    ("mma, masked RNN + routing (paper 000)", "configs/mma_mrnnet.yaml", ["data.batch_size=16", "trainer.max_epochs=12"]),
-    ("mma, masked mean pooling", "configs/mma_mrnnet.yaml",
-     [_branches({"mma": ["mma"]}, _MEAN_ENC), "data.batch_size=16", "trainer.max_epochs=12"]),
-    ("all 4 streams, holistic+au in one branch, regression token", "configs/demo.yaml",
-     [_branches({"visual": ["holistic", "au"], "audio": ["audio"], "mma": ["mma"]}, _DEMO_ENC), E12]),
+    ("paper 004 streams (holistic+au, audio), regression token", "configs/demo.yaml", [E12], _branches(PAPER_STREAMS, GRU)),
+    ("paper 004 streams, masked mean pooling", "configs/demo.yaml", [E12], _branches(PAPER_STREAMS, MEAN)),
+    ("all 4 streams, one branch each, regression token (= configs/demo.yaml)", "configs/demo.yaml", [], {}),
+    ("holistic only", "configs/demo.yaml", [E12], _branches({"visual": ["holistic"]}, GRU)),
+    ("au only", "configs/demo.yaml", [E12], _branches({"visual": ["au"]}, GRU)),
+    ("audio only", "configs/demo.yaml", [E12], _branches({"audio": ["audio"]}, GRU)),
+    ("mma only", "configs/demo.yaml", [E12], _branches({"mma": ["mma"]}, GRU)),
+    ("mma, masked RNN + routing (paper 000)", "configs/mma_mrnnet.yaml", MMA16, {}),
+    ("mma, masked mean pooling", "configs/mma_mrnnet.yaml", [*MMA16, "model.preset=demo"], _branches({"mma": ["mma"]}, MEAN)),
+    ("all 4 streams, holistic+au in one branch, regression token", "configs/demo.yaml", [E12],
+     _branches({"visual": ["holistic", "au"], "audio": ["audio"], "mma": ["mma"]}, GRU)),
     # our extension: per-video centring of the two high-dimensional embeddings (demo epochs)
-    ("all 4 streams, holistic and audio centred (extension)", "configs/demo.yaml",
-     [_branches({"holistic": ["holistic"], "au": ["au"], "audio": ["audio"], "mma": ["mma"]}, _DEMO_ENC, ("holistic", "audio"))]),
+    ("all 4 streams, holistic and audio centred (extension)", "configs/demo.yaml", [],
+     _branches(PER_STREAM, GRU, ("holistic", "audio"))),
 ]
 
 
 def demo_comparison(out_dir: str, extra: list[str] = (), only=None, progress=print) -> list[dict]:
-    """Train each variant (cached: a finished run dir is re-read, not retrained) and collect its scores.
-    ``only``: indices of the variants to run (several workers can share one ``out_dir``)."""
-    import json
+    """Train each variant through the shared run cache (`eri.training.cache`: a finished run is re-read,
+    not retrained) and collect its scores. ``only``: indices of the variants to run (several workers can
+    share one ``out_dir``)."""
     from pathlib import Path
 
     from eri.config import load_config
-    from eri.io import atomic_write_text
-    from eri.training.run import train
+    from eri.training.cache import cached_train
 
     rows = []
-    for i, (name, config, overrides) in enumerate(DEMO_VARIANTS):
+    for i, (name, config, overrides, updates) in enumerate(DEMO_VARIANTS):
         if only is not None and i not in only:
             continue
-        out = Path(out_dir) / f"{i:02d}"
-        done = out / "metrics.json"
-        if done.exists():
-            metrics = json.loads(done.read_text())
-        else:
-            cfg = load_config(config, [*overrides, f"out={out}", "trainer.progress_bar=false", *extra])
-            t = time.perf_counter()
-            metrics = train(cfg)
-            metrics["train_seconds"] = round(time.perf_counter() - t, 1)
-            atomic_write_text(done, json.dumps(metrics, indent=2))
-        row = {"variant": name, "config": config, "val_mean_pcc": round(metrics["val"]["mean_pcc"], 4),
+        cfg = load_config(config, [*overrides, "trainer.progress_bar=false", *extra], updates)
+        metrics, _, run_dir = cached_train(cfg, Path(out_dir) / "runs")
+        row = {"variant": name, "config": config, "run": run_dir.name, "val_mean_pcc": round(metrics["val"]["mean_pcc"], 4),
                "test_mean_pcc": round(metrics["test"]["mean_pcc"], 4)}
         if "ceiling" in metrics:
             row["test_of_ceiling"] = round(metrics["test"]["mean_pcc"] / metrics["ceiling"]["test"], 3)

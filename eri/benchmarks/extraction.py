@@ -64,8 +64,9 @@ def extraction_benchmark(
     pipeline: bool = True,
 ) -> dict:
     """Run every measurement; returns ``{"stages": DataFrame, "landmarks": DataFrame, "video": {...}}``."""
+    from eri.align import align_faces
     from eri.features.extractors import build_extractor
-    from eri.features.faces import FaceDetector, align_faces
+    from eri.features.faces import FaceDetector
     from eri.features.pipeline import Extraction, load_extract_config  # noqa: F401
     from eri.features.video import decode
 

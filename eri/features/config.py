@@ -1,0 +1,61 @@
+"""The extraction config schema (``configs/extract/*.yaml``): decoding, faces, extractors, each range
+checked once (`eri.config.rule`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from eri.config import ConfigError, load_structured, rule
+
+NON_NUMERIC = ("device", "batch_size")  # config keys that do not change the numbers: not hashed
+STREAM_KEYS = ("name", "stream", "dtype", "config")
+
+
+@dataclass
+class DecodeConfig:
+    fps: Optional[float] = rule(None, gt=0)  # None: native frames (VFR kept); a number: resample onto that rate
+    max_side: Optional[int] = rule(None, ge=16)  # downscale frames on decode so the longer side is at most this
+
+
+@dataclass
+class FaceConfig:
+    crop_size: int = rule(224, ge=16)  # aligned crop side (224 for ResNet18)
+    min_face_size: int = rule(40, ge=1)
+    thresholds: list = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    min_prob: float = rule(0.9, ge=0, le=1)
+    center_weight: float = rule(0.5, ge=0)
+    every_k: int = rule(1, ge=1)  # detect on every k-th frame, interpolate between (1: every frame)
+    detect_scale: float = rule(1.0, gt=0, le=1)  # downscale factor for detection (<1 is faster)
+    max_jump: float = rule(0.25, gt=0)
+    batch_size: int = rule(32, ge=1)  # frames per MTCNN call and per alignment/extractor chunk
+
+
+@dataclass
+class ExtractConfig:
+    layout: str = rule("auto", choices=("auto", "abaw5", "muse2022", "folder"))
+    videos_dir: Optional[str] = None  # where media are searched (relative to the data root); default: the root
+    out: Optional[str] = None  # store root; default: the data root (training reads data_info.csv + features/ there)
+    device: str = "cpu"  # cpu | cuda | auto: default for MTCNN and every extractor that takes a device
+    dtype: str = rule("float16", choices=("float16", "float32"))  # per stream: extractors[i].dtype
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
+    extractors: list = field(default_factory=list)  # [{name, stream?, dtype?, config: {...}}]
+
+
+STREAM_KEYS = ("name", "stream", "dtype", "config")
+
+
+def load_extract_config(path: str | Path | None = None, overrides: list[str] = ()) -> Any:
+    """Schema <- YAML <- ``key=value`` overrides; unknown keys are errors listing the valid ones."""
+    cfg = load_structured(ExtractConfig, path, overrides)
+    if not cfg.extractors:
+        raise ConfigError(f"{path}: `extractors` is empty: name at least one (e.g. - {{name: holistic}})")
+    for i, spec in enumerate(cfg.extractors):
+        unknown = sorted(set(spec) - set(STREAM_KEYS))
+        if unknown or "name" not in spec:
+            raise ConfigError(
+                f"{path}: extractors[{i}]: unknown key(s) {unknown} or no name; valid keys: {list(STREAM_KEYS)}"
+            )
+    return cfg

@@ -1,0 +1,110 @@
+"""The streams an extraction config writes: one extractor each, with a config hash over everything
+that changes its numbers, and each stream's index rebuilt from the files whose hash is current."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from eri.config import ConfigError
+from eri.data.store import FeatureStore
+from eri.errors import InputError, StoreError
+from eri.features.base import extractor_hash
+from eri.features.config import NON_NUMERIC
+from eri.features.extractors import build_extractor, extractor_class
+from eri.features.listing import report_row
+from eri.io import check_name, name_problem
+from eri.registry import config_keys
+
+
+@dataclass
+class Stream:
+    name: str  # stream (folder) name in the store
+    extractor: Any
+    dtype: str
+    hash: str
+    spec: dict
+
+
+def stream_hash(spec: dict, cfg, kind: str) -> str:
+    own = {k: v for k, v in dict(spec.get("config") or {}).items() if k not in NON_NUMERIC}
+    upstream: dict = {"dtype": spec.get("dtype") or cfg.dtype}
+    if kind == "face":
+        faces = {k: v for k, v in OmegaConf.to_container(cfg.faces).items() if k not in NON_NUMERIC}
+        upstream.update(decode=OmegaConf.to_container(cfg.decode), faces=faces)
+    return extractor_hash(spec["name"], {"config": own, **upstream})
+
+
+def build_streams(cfg, load: bool = True) -> list[Stream]:
+    """The configured streams; ``load=False`` names and hashes them without building the extractors
+    (no weights are read: enough to rebuild indexes)."""
+    streams, seen = [], set()
+    for spec in cfg.extractors:
+        spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
+        name = spec["name"]
+        cls = extractor_class(name)
+        conf = dict(spec.get("config") or {})
+        if "device" in config_keys(cls) and "device" not in conf:
+            conf["device"] = cfg.device
+        ext = build_extractor(name, conf) if load else None
+        stream = spec.get("stream") or name
+        try:
+            check_name(stream, f"extractor '{name}': stream")
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+        if stream in seen:
+            raise ConfigError(f"two extractors write stream '{stream}': give one a different `stream:` name")
+        seen.add(stream)
+        dtype = spec.get("dtype") or cfg.dtype
+        if dtype not in ("float16", "float32"):
+            raise ConfigError(f"extractor '{name}': dtype must be float16 or float32, got {dtype}")
+        streams.append(Stream(stream, ext, dtype, stream_hash(spec, cfg, cls.kind), spec))
+    return streams
+
+
+def stream_rate(ext) -> float | str:
+    """The store's ``rate``: "frame" for per-frame streams, else steps per second."""
+    if ext.kind != "audio":
+        return "frame"
+    if ext.steps_per_second:
+        return float(ext.steps_per_second)
+    if hasattr(ext, "hop") and hasattr(ext, "k"):  # MFCC tokens: sample rate / hop / frames per token
+        return 16000 / ext.hop / ext.k
+    if getattr(ext, "config", {}).get("rate"):
+        return float(ext.config["rate"])
+    if hasattr(ext, "frame_rate"):
+        return float(ext.frame_rate)
+    return "token"
+
+
+def stored_hash(store: FeatureStore, stream: str, vid: str) -> str | None:
+    """The config hash inside a stored file; None when it has none or is damaged (so it is recomputed)."""
+    try:
+        return store.inspect(stream, vid)["config_hash"]
+    except StoreError:
+        return None
+
+
+def rebuild_index(store: FeatureStore, stream: str, current_hash: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """``index.csv`` of a stream from its ``.npz`` files whose hash is current, and a report row for
+    each file that is damaged or misshapen (left out of the index, so training never reads it)."""
+    meta = store.meta(stream)
+    want = current_hash or meta.get("config_hash")
+    rows, damaged = [], []
+    for p in sorted((store.dir / stream).glob("*.npz")):
+        if name_problem(p.stem):
+            damaged.append(report_row(repr(p.stem), stream, "index", f"{p}: file name is not a usable id"))
+            continue
+        try:
+            info = store.inspect(stream, p.stem)
+        except StoreError as e:
+            damaged.append(report_row(p.stem, stream, "index", str(e)))
+            continue
+        if want is not None and info["config_hash"] != want:
+            continue  # stale (or of unknown origin): never listed, so never read by training
+        rows.append({"File_ID": p.stem, "n_steps": info["n_steps"], "n_valid": info["n_valid"]})
+    store.write_index(stream, rows)
+    return pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"]), damaged

@@ -1,0 +1,255 @@
+"""A trained model as one file: ``predictor = eri.load_model(path)``, then
+``predictor.predict(videos)`` (extract, then predict) or ``predictor.predict_features(store)``.
+
+``path`` is a model file (``<run>/model.ckpt``, or any Lightning checkpoint the run wrote): each
+carries its `ModelSpec` (architecture, standardisation statistics, input policy, train-label mean,
+each stream's extraction settings), so prediction needs that file and the videos, nothing else. A
+run directory works too, and so do run directories written before checkpoints carried a spec (the
+spec is then rebuilt from their ``config.yaml``, ``streams/*.json`` and training labels).
+
+The input rule is the one training uses (`eri.data.dataset.read_video` and `collate`): frame
+stride, frames without a face dropped, column slices, padding; a video under the valid-frame minimum
+(or with no step in a stream) is predicted with the mean training label and a note says why.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from eri.constants import EMOTIONS
+from eri.data.dataset import InputPolicy, VideoInput, collate, parse_stream, read_video, spec_dim
+from eri.data.store import open_features
+from eri.errors import CheckpointError, InputError
+from eri.io import atomic_write_text, check_name, load_torch
+from eri.models.spec import KEY as SPEC_KEY
+from eri.models.spec import ModelSpec
+
+
+class Predictor:
+    """A model and what it needs to turn stored features (or videos) into the 7 intensities."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, source: str = ""):
+        self.model, self.spec, self.source = model.eval(), spec, source
+        self.policy = InputPolicy(**spec.policy)
+        self.specs = list(spec.stream_dims)
+        self.per_frame = {name: m.get("rate") == "frame" for name, m in spec.streams.items()}
+        self.train_mean = np.asarray(spec.train_mean, np.float64)
+
+    # ---------------------------------------------------------------- features -> intensities
+    @torch.no_grad()
+    def forward(self, videos: list[VideoInput], batch_size: int = 32) -> np.ndarray:
+        """(N, 7) intensities of usable videos, in padded batches (the training collate)."""
+        out, dev = [], next(self.model.parameters()).device
+        for start in range(0, len(videos), batch_size):
+            items = [{"index": i, "x": {s: torch.from_numpy(v.x[s]) for s in self.specs}, "y": torch.zeros(len(EMOTIONS))}
+                     for i, v in enumerate(videos[start : start + batch_size])]
+            batch = collate(items)
+            x = {s: t.to(dev) for s, t in batch["x"].items()}
+            out.append(self.model(x, {s: t.to(dev) for s, t in batch["lengths"].items()}).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)))
+
+    def read(self, store, ids: list[str] | None = None) -> dict[str, VideoInput]:
+        """Each video of a feature store (a path or an open store) as the model sees it."""
+        source = open_features(store) if isinstance(store, (str, Path)) else store
+        if ids is None:
+            first = parse_stream(self.specs[0])[0]
+            ids = list(source.index(first)["File_ID"])
+        return {vid: read_video(source, vid, self.specs, self.per_frame, self.policy) for vid in ids}
+
+    def predict_features(self, store, ids: list[str] | None = None, batch_size: int = 32,
+                         videos: dict[str, VideoInput] | None = None) -> pd.DataFrame:
+        """``File_ID``, the 7 intensities, ``n_valid_<stream>`` per per-frame stream and ``note``, one row
+        per video of ``store`` (or ``ids``). Unusable videos get the mean training label."""
+        videos = videos if videos is not None else self.read(store, ids)
+        usable = [vid for vid, v in videos.items() if v.usable]
+        pred = dict(zip(usable, self.forward([videos[v] for v in usable], batch_size)))
+        rows = []
+        for vid, v in videos.items():
+            p, note = pred.get(vid), "; ".join(v.problems)
+            if p is None:
+                p = self.train_mean
+                note += "; predicted with the mean training label" if np.isfinite(p).all() else "; no prediction"
+            rows.append({"File_ID": vid, **dict(zip(EMOTIONS, map(float, p))), "note": note,
+                         **{f"n_valid_{s}": n for s, n in v.n_valid.items() if self.per_frame.get(s)}})
+        return pd.DataFrame(rows)
+
+    # ---------------------------------------------------------------- videos -> intensities
+    def predict(self, videos: list[str | Path], out: str | Path | None = None, device: str = "cpu",
+                figures: bool = False, progress: bool = True) -> pd.DataFrame:
+        """Extract what the model needs from ``videos`` (into ``<out>/store``, a temporary folder when
+        ``out`` is None), predict, and with ``figures`` draw ``<out>/<id>.png``. One row per video, in
+        order; a video whose extraction failed gets NaN and the error in ``note``."""
+        from eri.data.labels import normalise_id
+        from eri.features.pipeline import Extraction
+
+        videos = [Path(v) for v in videos]
+        missing = [str(v) for v in videos if not v.is_file()]
+        if missing:
+            raise InputError(f"video file(s) not found: {missing}")
+        ids = [check_name(normalise_id(v.stem), str(v)) for v in videos]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"two videos share a file name stem: {[v.name for v in videos]}")
+        tmp = tempfile.TemporaryDirectory(prefix="eri-predict-") if out is None else None
+        out = Path(tmp.name if tmp else out)
+        try:
+            media = out / "store" / "videos"
+            media.mkdir(parents=True, exist_ok=True)
+            for v, vid in zip(videos, ids):  # the store's dataset is a folder of links to the given files
+                link = media / f"{vid}{v.suffix.lower()}"
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(v.resolve())
+            ecfg = extraction_config(self.spec.streams, device)
+            ecfg.videos_dir = "videos"
+            job = Extraction(ecfg, out / "store", progress=progress)
+            failed = set(job.run()["failed"])
+            ok = [vid for vid in ids if vid not in failed]
+            inputs = self.read(out / "store", ok)
+            df = self.predict_features(None, videos=inputs).set_index("File_ID")
+            rows = []
+            for v, vid in zip(videos, ids):
+                if vid in failed:
+                    errors = "; ".join(r["error"] for r in job.report if r["File_ID"] == vid and r["failed"])
+                    rows.append({"video": str(v), "File_ID": vid, **{e: np.nan for e in EMOTIONS},
+                                 "note": f"extraction failed: {errors}"})
+                else:
+                    rows.append({"video": str(v), "File_ID": vid, **df.loc[vid].to_dict()})
+            result = pd.DataFrame(rows)
+            if figures and ok:
+                self._figures(out, inputs, result.set_index("File_ID"))
+            if tmp is None:
+                atomic_write_text(out / "predictions.csv", result.to_csv(index=False))
+            return result
+        finally:
+            if tmp:
+                tmp.cleanup()
+
+    @torch.no_grad()
+    def _figures(self, out: Path, inputs: dict[str, VideoInput], result: pd.DataFrame) -> None:
+        from eri.inference.figures import plot_video, token_attention
+
+        branch_streams = {n: b.streams for n, b in self.model.branches.items()}
+        for vid, v in inputs.items():
+            attn = {}
+            if v.usable:
+                batch = collate([{"index": 0, "x": {s: torch.from_numpy(v.x[s]) for s in self.specs}, "y": torch.zeros(7)}])
+                attn = {b: a[0] for b, a in token_attention(self.model, batch["x"], batch["lengths"]).items()}
+            row = result.loc[vid]
+            plot_video(out / f"{vid}.png", vid, v.x, v.times, attn, branch_streams,
+                       row[list(EMOTIONS)].to_numpy(float), row["note"], self.spec.streams)
+
+
+# ----------------------------------------------------------------------------- loading
+def load_model(path: str | Path, device: str = "cpu") -> Predictor:
+    """A `Predictor` from a model file (``model.ckpt`` or a run's Lightning checkpoint) or a run directory."""
+    path = Path(path)
+    ckpt = _model_file(path)
+    blob = load_torch(ckpt, "model file", map_location=device)
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise CheckpointError(f"{ckpt} holds no state_dict: not an eri model file")
+    if SPEC_KEY in blob:
+        spec = ModelSpec.from_checkpoint(blob[SPEC_KEY], str(ckpt))
+    else:  # a run directory written before checkpoints carried their spec
+        spec = legacy_spec(_run_dir(ckpt), blob["state_dict"])
+    model = spec.build()
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in blob["state_dict"].items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt}: its weights do not fit its model spec ({str(e)[:300]})") from None
+    return Predictor(model.to(device), spec, str(ckpt))
+
+
+def _model_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise InputError(f"{path}: no such model file or run directory")
+    if (path / "model.ckpt").is_file():
+        return path / "model.ckpt"
+    from eri.training.run import best_checkpoint
+
+    return best_checkpoint(path)
+
+
+def _run_dir(ckpt: Path) -> Path:
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(f"{ckpt} carries no model spec and sits in no run directory (config.yaml) to rebuild it from")
+    return run
+
+
+def legacy_spec(run: Path, state_dict: dict) -> ModelSpec:
+    """The spec of a run written before checkpoints carried one: its config, its ``streams/*.json`` (or
+    the training store's metadata), the statistics from the weights, the train-label mean from the
+    training labels when they are readable (NaN otherwise)."""
+    from eri.config import load_config, streams_of
+    from eri.data.labels import read_manifest
+
+    cfg = load_config(run / "config.yaml")
+    specs = streams_of(cfg)
+    metas = {}
+    for name in dict.fromkeys(parse_stream(s)[0] for s in specs):
+        found = next((p for p in (run / "streams" / f"{name}.json", Path(cfg.data.root) / "features" / name / "meta.json")
+                      if p.is_file()), None)
+        if found is None:
+            raise InputError(f"{run}: the settings of stream '{name}' are missing (streams/{name}.json)")
+        metas[name] = json.loads(found.read_text())
+    dims = {s: spec_dim(s, metas[parse_stream(s)[0]]) for s in specs}
+    stats = None
+    if cfg.data.standardize:  # each branch's buffers are its streams' statistics, concatenated
+        stats = {}
+        for b in OmegaConf.to_container(cfg.model.branches):
+            name = b.get("name") or f"branch{len(stats)}"
+            mean, std = state_dict[f"model.branches.{name}.mean"], state_dict[f"model.branches.{name}.std"]
+            for s, m, sd in zip(b["streams"], mean.split([dims[s] for s in b["streams"]]),
+                                std.split([dims[s] for s in b["streams"]])):
+                stats[s] = (m, sd)
+    try:  # the mean over usable training videos, judged from the store's index as training judges them
+        m = read_manifest(cfg.data.root, cfg.data.layout)
+        train = m[m["split"] == "train"].set_index("File_ID")
+        for name, meta in metas.items():
+            index = open_features(cfg.data.root).index(name).set_index("File_ID")
+            if "n_valid" in index:
+                need = cfg.data.min_valid_frames if meta.get("rate") == "frame" else 1
+                train = train[train.index.isin(index.index[index["n_valid"] >= need])]
+        train_mean = train[list(EMOTIONS)].to_numpy(np.float64).mean(0).tolist()
+    except (InputError, OSError):
+        train_mean = [float("nan")] * len(EMOTIONS)
+    d = cfg.data
+    return ModelSpec(
+        branches=OmegaConf.to_container(cfg.model.branches, resolve=True),
+        fusion=OmegaConf.to_container(cfg.model.fusion, resolve=True),
+        stream_dims=dims, stats=stats,
+        policy={"drop_invalid_frames": d.drop_invalid_frames, "min_valid_frames": d.min_valid_frames,
+                "frame_stride": d.frame_stride},
+        train_mean=train_mean, streams=metas, eri_version="<0.2 (run directory)",
+    )
+
+
+def extraction_config(metas: dict[str, dict], device: str = "cpu"):
+    """The extraction config that reproduces the training streams (face/decode settings must agree)."""
+    from eri.features.config import ExtractConfig
+
+    faces = decode = None
+    extractors = []
+    for stream, m in metas.items():
+        if m.get("extractor") in (None, "synthetic", "muse2022"):
+            raise InputError(
+                f"stream '{stream}' was not made by an extractor (extractor: {m.get('extractor')!r}): a "
+                "model trained on synthetic or organiser features cannot process new videos"
+            )
+        if "faces" in m:
+            if faces is not None and (m["faces"] != faces or m["decode"] != decode):
+                raise InputError(f"stream '{stream}' was extracted with other face/decode settings than another stream")
+            faces, decode = m["faces"], m["decode"]
+        conf = {k: v for k, v in m.get("config", {}).items() if k != "device"}  # this machine's device applies
+        extractors.append({"name": m["extractor"], "stream": stream, "dtype": m.get("dtype", "float32"), "config": conf})
+    update = {"extractors": extractors, "device": device, "layout": "folder", **({"faces": faces, "decode": decode} if faces else {})}
+    return OmegaConf.merge(OmegaConf.structured(ExtractConfig), update)

@@ -1,0 +1,169 @@
+"""The run skeleton every trainer shares (ERI models, `eri.training.run`; the MMA affect model,
+`eri.mma.train`): CPU settings, the resume check, the run directory and its resolved config, the
+best and last checkpoints, early stopping, RNG state in checkpoints, the logger, and the fit.
+
+    <out>/config.yaml                the resolved config
+    <out>/checkpoints/best-*.ckpt    best epoch by the monitored metric; last.ckpt for resuming
+    <out>/logs/version_<k>/...       one folder per attempt (CSV or TensorBoard); mlflow.db for MLflow
+
+Running again with the same ``out`` resumes from ``last.ckpt`` (the config must be the same, except
+``trainer.max_epochs``). Seeded and deterministic on CPU: `RNGState` keeps the torch, numpy and
+Python generators in every checkpoint, so a resumed run draws what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from eri.config import load_structured, to_yaml
+from eri.errors import ConfigError
+from eri.io import atomic_write_text, load_torch
+
+# keys a resume may change (max_epochs) or that are labels once the config is resolved (out, the size preset)
+RESUMABLE = ("trainer.max_epochs", "out", "model.preset")
+
+
+class RNGState(Callback):
+    """Saves the RNG states in every checkpoint and restores them when a fit resumes, so a resumed
+    run draws the same dropout masks as an uninterrupted one. Tensors and primitives only: the
+    checkpoint stays ``weights_only``-loadable."""
+
+    KEY = "rng_states"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, state, py_gauss = random.getstate()
+        checkpoint[self.KEY] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": [version, list(state), py_gauss],
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self.KEY not in checkpoint or trainer.state.fn != "fit":
+            return
+        rng = checkpoint[self.KEY]
+        torch.set_rng_state(rng["torch"])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, state, py_gauss = rng["python"]
+        random.setstate((version, tuple(state), py_gauss))
+
+
+def configure_cpu(cfg: DictConfig) -> None:
+    """CPU settings of this process. Several CPU ranks on one machine split the cores between them
+    (oversubscribed OpenMP threads spin against each other and can run 10-30x slower).
+    ``trainer.flush_denormal``: gradients flowing back through time from a video's last step decay
+    into denormal floats, on which x86 cores are very slow; flushing them to 0 made a 1 x 64 LSTM
+    alone train 9x faster (149 vs 17 videos/s, T = 300, batch 32) and changes no value above 1e-38."""
+    t = cfg.trainer
+    if t.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_flush_denormal(bool(t.flush_denormal))
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and isinstance(t.devices, int) and t.devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
+
+
+def check_resume(out: Path, cfg: DictConfig) -> Path | None:
+    """``last.ckpt`` when ``out`` holds an unfinished or finished run of the same config, else None.
+    The checkpoint is loaded once with ``weights_only=True`` first, so a damaged or code-carrying
+    file is refused before Lightning reads it; another config is an error."""
+    last, saved = out / "checkpoints" / "last.ckpt", out / "config.yaml"
+    if not last.exists():
+        return None
+    load_torch(last, "checkpoint to resume from")
+    if saved.exists():
+        old = load_structured(OmegaConf.get_type(cfg), saved)  # keys added to eri since then take their defaults
+        for key in RESUMABLE:
+            if OmegaConf.select(cfg, key, default=None) is not None or OmegaConf.select(old, key, default=None) is not None:
+                OmegaConf.update(old, key, OmegaConf.select(cfg, key), merge=False)
+        if to_yaml(old) != to_yaml(cfg):
+            raise ConfigError(
+                f"{out} holds a run with a different config ({saved}); resume needs the same config "
+                "(only trainer.max_epochs may change). Use another --out for a new run."
+            )
+    return last
+
+
+def make_logger(cfg: DictConfig, out: Path):
+    """``trainer.logger``: csv (``logs/version_<k>/metrics.csv``, one per attempt), tensorboard (event
+    files in the same folders) or mlflow (a local SQLite store ``<out>/mlflow.db``; no server, no network)."""
+    kind = cfg.trainer.logger
+    try:
+        if kind == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            return TensorBoardLogger(out, name="logs", default_hp_metric=False)
+        if kind == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            return MLFlowLogger(experiment_name="eri", run_name=Path(out).name,
+                                tracking_uri=f"sqlite:///{Path(out).resolve() / 'mlflow.db'}")
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"trainer.logger={kind} needs {e.name}: pip install -e '.[loggers]'") from None
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(out, name="logs")
+
+
+def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Trainer:
+    t = cfg.trainer
+    kwargs = dict(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.progress_bar,
+        num_sanity_val_steps=0,  # a partial validation would score a partial split
+        logger=make_logger(cfg, out),
+        callbacks=list(callbacks) + ([TQDMProgressBar(refresh_rate=10)] if t.progress_bar else []),
+        enable_model_summary=False,
+    )
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def fit(cfg: DictConfig, out: Path, task: L.LightningModule, datamodule: L.LightningDataModule, monitor: str | None,
+        resume: Path | None, callbacks=()) -> tuple[L.Trainer, str]:
+    """Write ``out/config.yaml``, fit (resuming from ``resume``), and return the trainer and the best
+    checkpoint by ``monitor`` (max; ``last.ckpt`` when nothing is monitored). ``callbacks``: extra
+    Lightning callbacks (e.g. a search's pruning callback)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best-{epoch:03d}",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1 if monitor else 0,
+        save_last=True,
+    )
+    cbs = [ckpt, RNGState(), *callbacks]
+    if cfg.trainer.early_stopping_patience and monitor:
+        cbs.append(EarlyStopping(monitor, mode="max", patience=cfg.trainer.early_stopping_patience))
+    trainer = build_trainer(cfg, out, cbs)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    return trainer, ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")
+
+
+def read_logs(out: str | Path) -> pd.DataFrame:
+    """All CSV-logged rows of a run, every attempt (a resumed run logs into a new version folder)."""
+    files = sorted(Path(out, "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()

@@ -1,0 +1,81 @@
+"""The house rules a maintainer relies on: no import cycle between eri's subpackages, short files,
+and every encoder size defined once (a preset changes the demo, benchmark, ablation and search)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ERI = Path(__file__).resolve().parents[1] / "eri"
+
+
+def _imports() -> dict[str, set[str]]:
+    """Subpackage (or top-level module) -> the eri subpackages it imports, at any depth of the code."""
+    edges: dict[str, set[str]] = {}
+    for path in ERI.rglob("*.py"):
+        rel = path.relative_to(ERI)
+        here = rel.parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "eri" and len(parts) > 1 and parts[1] != here:
+                    edges.setdefault(here, set()).add(parts[1])
+                assert name != "eri" or here == "__init__", f"{rel} imports the eri package root"
+    return edges
+
+
+def test_no_import_cycle_between_subpackages():
+    edges = {k: v for k, v in _imports().items() if k != "__init__"}  # the root is the API facade
+
+    def visit(node, path):
+        if node in path:
+            raise AssertionError(f"import cycle: {' -> '.join(path[path.index(node):] + [node])}")
+        for nxt in sorted(edges.get(node, ())):
+            visit(nxt, path + [node])
+
+    for node in sorted(edges):
+        visit(node, [])
+    assert "mma" not in edges.get("features", set()) or "features" not in edges.get("mma", set())
+    assert "training" not in edges.get("features", set()) and "inference" not in edges.get("training", set())
+
+
+def test_files_are_short_or_say_why():
+    long = [p for p in ERI.rglob("*.py") if len(p.read_text().splitlines()) > 450
+            and "Long because" not in (ast.get_docstring(ast.parse(p.read_text())) or "")]
+    assert not long, long
+
+
+def test_a_preset_sizes_the_demo_benchmark_ablation_and_search(monkeypatch):
+    from eri.benchmarks.training import DEMO_VARIANTS, bench_model
+    from eri.config import load_config
+    from eri.models.presets import ENCODER_PRESETS
+    from eri.search.ablate import TABLES, resolve
+    from eri.search.space import Space
+    from eri.search.study import load_search_config
+
+    monkeypatch.setitem(ENCODER_PRESETS["gru_transformer"], "demo", {**ENCODER_PRESETS["gru_transformer"]["demo"], "hidden": 48})
+    monkeypatch.setitem(ENCODER_PRESETS["gru_transformer"], "tiny", {**ENCODER_PRESETS["gru_transformer"]["tiny"], "hidden": 24})
+
+    def widths(cfg):
+        return {b.encoder.hidden for b in cfg.model.branches if b.encoder.name == "gru_transformer"}
+
+    assert widths(load_config("configs/demo.yaml")) == {48}
+    assert all(widths(load_config(c, o, u)) <= {48} for _, c, o, u in DEMO_VARIANTS)
+    assert bench_model("gru_transformer", "demo").branches["visual"].encoder.out_dim == 48
+    t = TABLES["004-table2"]
+    assert widths(resolve(t, t.rows[-1], "hume-small", 0)) == {48} and widths(resolve(t, t.rows[-1], "tiny", 0)) == {24}
+    assert widths(Space(load_search_config("configs/search/fusion.yaml")).base) == {48}
+    assert widths(Space(load_search_config("configs/search/tiny.yaml")).base) == {24}
+
+
+def test_presets_expand_and_explicit_keys_win():
+    from eri.config import load_config
+    from eri.errors import ConfigError
+
+    cfg = load_config("configs/demo.yaml", ["model.branches.0.encoder.hidden=32", "model.preset=tiny"])
+    assert cfg.model.branches[0].encoder.hidden == 32 and cfg.model.branches[1].encoder.hidden == 16
+    assert "preset" not in cfg.model.branches[0].encoder  # expanded: the saved config holds every size
+    with pytest.raises(ConfigError, match="no preset 'huge'"):
+        load_config("configs/demo.yaml", ["model.branches.0.encoder.preset=huge"])
