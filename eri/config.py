@@ -29,6 +29,18 @@ def rule(default, **check):
 
 
 @dataclass
+class CVConfig:
+    """Cross-validation folds over a pool of splits (`eri.data.folds`); ``folds: null`` means none."""
+
+    folds: Optional[int] = rule(None, ge=2)
+    fold: int = rule(0, ge=0)  # which fold this run holds out (its "val" split: out-of-fold predictions)
+    pool: list = field(default_factory=lambda: ["train", "val"])  # never test
+    group_by: Optional[str] = None  # a column of the label file or videos.csv (e.g. subject); null: by video
+    seed: int = 0  # the folds' own seed (the same for every member of an ensemble)
+    select: str = rule("last", choices=("last", "best"))  # last epoch (honest), or best on the held-out fold
+
+
+@dataclass
 class DataConfig:
     root: str = "data/hume-small"  # dataset root: ABAW5 (data_info.csv) or MuSe 2022 layout + features
     layout: str = rule("auto", choices=("auto", "abaw5", "muse2022"))
@@ -44,6 +56,11 @@ class DataConfig:
     # a feature file that is damaged or has the wrong shape: `error` stops before training, naming it;
     # `skip` leaves that video out of training (predicted with the train-label mean) and reports it
     bad_files: str = rule("error", choices=("error", "skip"))
+    cv: CVConfig = field(default_factory=CVConfig)
+    # memory: load every video's input once; memmap: read it per step from the store's packed copy
+    # (eri/data/packed.py): flat memory per rank at any dataset size, page cache shared between ranks
+    cache: str = rule("memory", choices=("memory", "memmap"))
+    bucket: bool = False  # length-bucketed batches (less padding; still seeded by epoch)
 
 
 @dataclass

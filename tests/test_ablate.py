@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eri.data.dataset import ERIDataModule
+from eri.data.datamodule import ERIDataModule
 from eri.data.store import FeatureStore
 from eri.search.ablate import TABLES, Row, Table, resolve, run_table
 from eri.training.cache import run_key
@@ -61,7 +61,8 @@ def test_cache_key_follows_the_synthetic_generator(monkeypatch):
 @pytest.fixture(scope="module")
 def all_tables(tmp_path_factory, tiny_root):
     out = tmp_path_factory.mktemp("ablate")
-    code = ablate_main(["--table", "all", "--preset", "tiny", "--out", str(out), "--data-root", str(tiny_root)])
+    code = ablate_main(["--table", "all", "--preset", "tiny", "--out", str(out), "--runs", str(out / "runs"),
+                        "--data-root", str(tiny_root)])
     return out, code
 
 
@@ -80,6 +81,13 @@ def test_every_table_is_written(all_tables):
         for _, row in df.iterrows():  # the table's numbers are the run's metrics
             metrics = json.loads((out / "runs" / row["runs"] / "metrics.json").read_text())
             assert row["val_mean"] == pytest.approx(metrics["val"]["mean_pcc"], abs=1e-6)
+            if row["row"] == table.reference:  # every other row carries its paired difference from the reference
+                assert np.isnan(row["val_diff"])
+            else:
+                ref = df.set_index("row").loc[table.reference, "val_mean"]
+                assert row["val_diff"] == pytest.approx(row["val_mean"] - ref, abs=1e-4)  # from the CSVs' 6 decimals
+                assert row["val_diff_lo"] <= row["val_diff"] <= row["val_diff_hi"]
+        assert "val vs reference, 95% CI" in md and f"{table.reference} (reference)" in md
     # 25 rows, 23 distinct configs (two rows are shared between tables): one run directory each
     assert len(list((out / "runs").glob("*/metrics.json"))) == 23
 
@@ -88,7 +96,8 @@ def test_rerun_trains_nothing(all_tables, tiny_root):
     out, _ = all_tables
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")}
     for name in TABLES:
-        assert run_table(TABLES[name], preset="tiny", out=out, data_root=str(tiny_root), progress=None)["trained"] == 0
+        assert run_table(TABLES[name], preset="tiny", out=out, data_root=str(tiny_root), progress=None,
+                         runs=out / "runs")["trained"] == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")} == before
 
 
@@ -98,7 +107,7 @@ def test_seeds_changed_rows_and_failing_rows(tmp_path, tiny_root):
         Row("mma", None, {"visual": ["mma"]}),
         Row("bad", None, {"visual": ["nosuch"]}),
     ]
-    kw = dict(preset="tiny", seeds=2, out=tmp_path, data_root=str(tiny_root), progress=None)
+    kw = dict(preset="tiny", seeds=2, out=tmp_path, data_root=str(tiny_root), progress=None, runs=tmp_path / "runs")
     first = run_table(Table("t", "test table", "004", rows), **kw)
     assert first["trained"] == 4
     au = first["rows"][0]

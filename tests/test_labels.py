@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from eri.constants import EMOTIONS
-from eri.data.dataset import ERIDataModule
+from eri.data.datamodule import ERIDataModule
 from eri.data.labels import LabelError, read_manifest
 from eri.data.store import StoreError
 

@@ -6,7 +6,8 @@
 
 Tables: 004-table2 (holistic / AU / audio combinations), 004-table3 (AU occurrence, intensity, both),
 000-table3 (MMA subsets VA / EXPR / AU, Mask layer, routing, PCC vs MSE loss), 000-table4 (GRU vs
-LSTM, layers, units). Rows are cached by their resolved config: a rerun trains only what changed.
+LSTM, layers, units). Rows are cached by their resolved config in runs/cache (shared with tools/ensemble.py): a rerun trains
+only what changed. Each row is compared with the table's reference row by a paired bootstrap over videos.
 key=value overrides apply to every row (e.g. trainer.max_epochs=6) and are part of the cache key.
 """
 
@@ -26,6 +27,7 @@ def _run(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (mean and std)")
     p.add_argument("--preset", default="hume-small", choices=sorted(PRESETS))
     p.add_argument("--out", help="output folder (default runs/ablate/<preset>)")
+    p.add_argument("--runs", default="runs/cache", help="the run cache shared with tools/ensemble.py (default runs/cache)")
     p.add_argument("--data-root", help="dataset root (required by --preset real; default: the preset's)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row")
     a = p.parse_args(argv)
@@ -39,6 +41,7 @@ def _run(argv=None) -> int:
         preset=a.preset,
         seeds=a.seeds,
         out=a.out or f"runs/ablate/{a.preset}",
+        runs=a.runs,
         extra=a.overrides,
         data_root=a.data_root,
     )

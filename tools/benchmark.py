@@ -6,6 +6,11 @@
   python tools/benchmark.py demo [--out runs/demo-comparison] [key=value ...]
       trains the demo model and its variants (mean pooling, each single stream, masked RNN vs mean
       pooling) on hume-small and writes the comparison table the README quotes
+  python tools/benchmark.py scale extract-memory|extract-speed|train [...]
+      peak RSS of extraction on long and 4K videos; sequential vs pipelined frames/s; time to the first
+      batch, peak RSS per rank and an epoch on a large store (e.g. data.root=data/hume-full data.cache=memmap)
+  python tools/benchmark.py ensemble [--members 20] [--fit val|pool]
+      seconds to combine 20 members' predictions at Hume-Reaction size (each combiner cross-fitted, refitted, scored)
   python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
       feature extraction frames/s per stage and end to end (every frame vs every k-th frame detection),
       and the landmark error of interpolated detection against detection on every frame
@@ -56,6 +61,20 @@ def _run(argv=None) -> int:
     e.add_argument("--no-pipeline", action="store_true", help="skip the end-to-end runs")
     e.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     e.add_argument("--out", default="benchmarks/out/extract.csv")
+    sc = sub.add_parser("scale", help="memory and speed at Hume-Reaction scale (extraction and training)")
+    sc.add_argument("kind", choices=["extract-memory", "extract-speed", "train"])
+    sc.add_argument("--folder", default="benchmarks/out/scale", help="generated videos and stores go here")
+    sc.add_argument("--lengths", nargs="+", type=float, default=[60, 600], help="extract-memory: 640x360 video seconds")
+    sc.add_argument("--k4-seconds", type=float, default=30, help="extract-memory: a 4K clip of this many seconds (0: none)")
+    sc.add_argument("--chunk-mb", type=float, default=256)
+    sc.add_argument("--clips", type=int, default=8, help="extract-speed: 10-s clips")
+    sc.add_argument("--config", default="configs/demo.yaml", help="train: the training config")
+    sc.add_argument("--report", default="benchmarks/out/scale/train", help="train: per-rank JSON reports")
+    sc.add_argument("train_overrides", nargs="*", help="train: key=value (e.g. data.root=data/hume-full data.cache=memmap)")
+    c = sub.add_parser("ensemble", help="seconds to combine (cross-fit + final) and score 20 members at Hume-Reaction size")
+    c.add_argument("--members", type=int, default=20)
+    c.add_argument("--fit", default="val", choices=["val", "pool"], help="fit set: the val split or the train+val fold pool")
+    c.add_argument("--out", default="benchmarks/out/ensemble.csv")
     args = p.parse_args(argv)
 
     if args.what == "extract":
@@ -77,6 +96,17 @@ def _run(argv=None) -> int:
         print(f"\nwritten: {args.out}")
         return 0
 
+    if args.what == "scale":
+        return _scale(args)
+
+    if args.what == "ensemble":
+        from eri.benchmarks.ensembles import combine_timing
+
+        df = pd.DataFrame(combine_timing(args.members, args.fit))
+        atomic_write_text(Path(args.out), df.to_csv(index=False))
+        print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}")
+        return 0
+
     if args.what == "demo":
         df = pd.DataFrame(demo_comparison(args.out, args.overrides, args.only))
         atomic_write_text(Path(args.out) / "comparison.csv", df.to_csv(index=False))
@@ -91,6 +121,24 @@ def _run(argv=None) -> int:
     atomic_write_text(Path(args.out), df.to_csv(index=False))
     print("\n" + df.to_markdown(index=False))
     print(f"\nwritten: {args.out}")
+    return 0
+
+
+def _scale(args) -> int:
+    from eri.benchmarks import scale
+
+    folder = Path(args.folder)
+    if args.kind == "train":  # each DDP rank runs this same command and writes its own report
+        scale.train_rank(args.config, args.train_overrides, Path(args.report))
+        if int(__import__("os").environ.get("LOCAL_RANK", 0)) == 0:
+            for f in sorted(Path(args.report).glob("rank*.json")):
+                print(f.read_text())
+        return 0
+    rows = (scale.extract_memory(folder, args.lengths, args.k4_seconds, args.chunk_mb) if args.kind == "extract-memory"
+            else scale.extract_speed(folder, args.clips))
+    df = pd.DataFrame(rows)
+    atomic_write_text(folder / f"{args.kind}.csv", df.to_csv(index=False))
+    print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {folder / (args.kind + '.csv')}")
     return 0
 
 

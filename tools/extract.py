@@ -6,6 +6,7 @@
 The dataset root holds the ABAW5 (data_info.csv) or MuSe 2022 (labels.csv + partition.csv) labels, or is a
 plain folder of videos; media are found under it by id. Writes DIR/features/<stream>/ (or `out=...`) and
 DIR/extraction_report.csv. Rerunning skips finished videos; a changed extractor config recomputes its stream.
+--workers N decodes, detects and aligns in N processes while the main one runs the extractors.
 --shard K/N (K = 0..N-1) processes every N-th video starting at K, e.g. a SLURM array:
   --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT ; then `--index-only` once (or let the last shard do it).
 Exit status: 0 all videos done, 1 some failed or files damaged (see the report), 2 bad input/config, 130 interrupted.
@@ -30,6 +31,8 @@ def _run(argv=None) -> int:
     p.add_argument("--shard", help="K/N: this process takes videos K, K+N, K+2N, ... (0-based K)")
     p.add_argument("--limit", type=int, help="only the first N videos of this shard (quick checks)")
     p.add_argument("--index-only", action="store_true", help="only rebuild each stream's index.csv")
+    p.add_argument("--workers", type=int, default=0,
+                   help="decode/detect/align in N worker processes while this one runs the extractors (same files)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. faces.every_k=5 device=cuda")
     args = p.parse_args(argv)
@@ -44,7 +47,7 @@ def _run(argv=None) -> int:
             print(f"warning: {row['error']}", file=sys.stderr)
         job.write_report(shard)
         return EXIT_PARTIAL if damaged else EXIT_OK
-    res = job.run(shard, args.limit)
+    res = job.run(shard, args.limit, args.workers)
     fps = res["frames"] / max(res["seconds"], 1e-9)
     print(
         f"{res['n_videos']} videos: {res['videos']} processed, {res['skipped']} already done, "

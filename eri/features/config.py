@@ -9,7 +9,10 @@ from typing import Any, Optional
 
 from eri.config import ConfigError, load_structured, rule
 
-NON_NUMERIC = ("device", "batch_size")  # config keys that do not change the numbers: not hashed
+# config keys that do not change the numbers beyond float rounding: not in the stream hash
+NON_NUMERIC = ("device", "batch_size", "chunk_mb")
+# keys added after stores were written: hashed only when set away from this value, so old stores stay current
+HASH_NEUTRAL = {"detect_max_side": None}
 STREAM_KEYS = ("name", "stream", "dtype", "config")
 
 
@@ -17,6 +20,7 @@ STREAM_KEYS = ("name", "stream", "dtype", "config")
 class DecodeConfig:
     fps: Optional[float] = rule(None, gt=0)  # None: native frames (VFR kept); a number: resample onto that rate
     max_side: Optional[int] = rule(None, ge=16)  # downscale frames on decode so the longer side is at most this
+    chunk_mb: float = rule(256, gt=0)  # frames are decoded and processed this many MB at a time (flat memory)
 
 
 @dataclass
@@ -28,6 +32,7 @@ class FaceConfig:
     center_weight: float = rule(0.5, ge=0)
     every_k: int = rule(1, ge=1)  # detect on every k-th frame, interpolate between (1: every frame)
     detect_scale: float = rule(1.0, gt=0, le=1)  # downscale factor for detection (<1 is faster)
+    detect_max_side: Optional[int] = rule(None, ge=64)  # also detect at most this long a side (4K: e.g. 1280)
     max_jump: float = rule(0.25, gt=0)
     batch_size: int = rule(32, ge=1)  # frames per MTCNN call and per alignment/extractor chunk
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,13 +56,28 @@ def choose_face(boxes, probs, points, frame_hw, min_prob: float = 0.9, center_we
     return int(np.argmax(score))
 
 
+DETECT_BATCH_MB = 512  # at most this much float image per MTCNN call
+
+
+@contextmanager
+def one_thread():
+    """MTCNN's boxes move by ~1e-4 px with the number of torch threads (its float sums are split
+    between them): it always runs on one, so sequential and pipelined extraction write the same bytes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 class FaceDetector:
     """MTCNN over batches of frames, one face per frame, with optional every-k-th-frame detection.
 
     Config keys (all optional): ``min_face_size`` (MTCNN, pixels at detection scale), ``thresholds``
     (MTCNN's three stage thresholds), ``min_prob`` (drop weaker faces), ``center_weight`` (face choice),
     ``batch_size`` (frames per MTCNN call), ``every_k`` (1: every frame), ``detect_scale`` (downscale
-    factor for detection, 1.0: native), ``max_jump`` (face moves more than this x its size between
+    factor for detection, 1.0: native), ``detect_max_side`` (detect at most this long a side), ``max_jump`` (face moves more than this x its size between
     keyframes -> detect the frames between), ``device`` (cpu, cuda, cuda:1, auto).
     """
 
@@ -73,6 +89,7 @@ class FaceDetector:
         batch_size=32,
         every_k=1,
         detect_scale=1.0,
+        detect_max_side=None,
         max_jump=0.25,
         device="cpu",
     )
@@ -113,22 +130,24 @@ class FaceDetector:
             return boxes, lms, probs, np.zeros(0, bool)
         h, w = frames.shape[1:3]
         scale = float(c["detect_scale"])
-        bs = int(c["batch_size"])
+        if c["detect_max_side"]:  # aligned crops still come from the full-resolution frames
+            scale = min(scale, int(c["detect_max_side"]) / max(h, w))
+        # frames per MTCNN call, also bounded in bytes (its float copy of a frame at detection size)
+        bs = max(1, min(int(c["batch_size"]), int(DETECT_BATCH_MB * 2**20 // (4 * 3 * h * w * scale * scale + 1))))
+        piece = max(1, int(DETECT_BATCH_MB * 2**20 // (4 * 3 * h * w)))  # frames resized at once (full-size floats)
         if min(h, w) * scale < int(c["min_face_size"]):  # MTCNN's pyramid would be empty: no face can be found
             return boxes, lms, probs, np.zeros(n, bool)
         for s in range(0, n, bs):
             batch = torch.as_tensor(np.ascontiguousarray(frames[s : s + bs]), device=self.device)
             if scale < 1:
-                x = batch.permute(0, 3, 1, 2).float()
-                x = F.interpolate(
-                    x,
-                    size=(max(1, round(h * scale)), max(1, round(w * scale))),
-                    mode="bilinear",
-                    antialias=True,
-                    align_corners=False,
-                )
-                batch = x.round().clamp(0, 255).permute(0, 2, 3, 1)
-            b_boxes, b_probs, b_points = self.mtcnn.detect(batch, landmarks=True)
+                size = (max(1, round(h * scale)), max(1, round(w * scale)))
+                batch = torch.cat([
+                    F.interpolate(x.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", antialias=True,
+                                  align_corners=False).round().clamp(0, 255).permute(0, 2, 3, 1)
+                    for x in batch.split(piece)
+                ])
+            with one_thread():
+                b_boxes, b_probs, b_points = self.mtcnn.detect(batch, landmarks=True)
             for j in range(len(batch)):
                 bx = b_boxes[j]
                 if bx is None:
@@ -143,35 +162,79 @@ class FaceDetector:
 
     def __call__(self, frames: np.ndarray) -> FaceTrack:
         """Detect (every frame, or every k-th + interpolation) on a whole video's frames (T, H, W, 3)."""
-        n = len(frames)
-        track = FaceTrack.empty(n)
-        if n == 0:
-            return track
-        k = int(self.config["every_k"])
-        keys = np.unique(np.r_[np.arange(0, n, k), n - 1])
-        self._fill(track, frames, keys)
-        if k == 1:
-            return track
-        # frames between keyframes that disagree (face appears/disappears, or jumps): detect them too
-        size = np.sqrt((track.boxes[:, 2] - track.boxes[:, 0]) * (track.boxes[:, 3] - track.boxes[:, 1]))
-        centre = (track.boxes[:, :2] + track.boxes[:, 2:]) / 2
-        dense = []
-        for a, b in zip(keys[:-1], keys[1:]):
-            if b - a < 2:
-                continue
-            va, vb = track.valid[a], track.valid[b]
-            jump = va and vb and np.hypot(*(centre[b] - centre[a])) > self.config["max_jump"] * min(size[a], size[b])
-            if va != vb or jump:
-                dense.extend(range(a + 1, b))
-        if dense:
-            self._fill(track, frames, np.asarray(dense))
-        interpolate_track(track)
-        return track
+        tracks = [t for _, t in TrackStream(self).feed(frames, last=True)]
+        return tracks[0] if tracks else FaceTrack.empty(0)
 
     def _fill(self, track: FaceTrack, frames: np.ndarray, idx: np.ndarray) -> None:
+        idx = np.asarray(idx, int)
         b, l, p, v = self.detect_frames(frames[idx])
         track.boxes[idx], track.landmarks[idx], track.probs[idx], track.valid[idx] = b, l, p, v
         track.detected[idx] = True
+
+
+class TrackStream:
+    """Every-k-th detection over a video that arrives in chunks, identical in its choices to detecting
+    on the whole video at once: keyframes are frames 0, k, 2k, ... of the video and its last frame,
+    the frames between two keyframes that disagree (a face appears, vanishes or jumps) are detected
+    too, and the rest are interpolated between keyframes. A chunk's frames after its last keyframe are
+    held back (at most ``every_k`` frames) until the next keyframe arrives; ``feed`` returns the frames
+    whose track is final, with their track."""
+
+    def __init__(self, detector: FaceDetector):
+        self.det, self.k = detector, int(detector.config["every_k"])
+        self.start = 0  # video index of the first held frame
+        self.frames: np.ndarray | None = None
+        self.track = FaceTrack.empty(0)
+        self.checked = 0  # keyframe pairs up to this held index have been checked for disagreement
+
+    def feed(self, frames: np.ndarray, last: bool = False) -> list[tuple[np.ndarray, FaceTrack]]:
+        """Add frames (N, H, W, 3); ``last``: the video ends with them. Returns ``[(frames, track)]``."""
+        if len(frames):
+            self.frames = frames if self.frames is None or not len(self.frames) else np.concatenate([self.frames, frames])
+            new = FaceTrack.empty(len(frames))
+            self.track = FaceTrack(*(np.concatenate([a, b]) for a, b in zip(_fields(self.track), _fields(new))))
+        n = 0 if self.frames is None else len(self.frames)
+        if n == 0:
+            return []
+        idx = np.arange(self.start, self.start + n)
+        keys = idx[idx % self.k == 0] - self.start
+        if last and (not len(keys) or keys[-1] != n - 1):
+            keys = np.r_[keys, n - 1]
+        todo = keys[~self.track.detected[keys]]
+        if len(todo):
+            self.det._fill(self.track, self.frames, todo)
+        dense = []
+        for a, b in zip(keys[:-1], keys[1:]):
+            if b <= self.checked or b - a < 2:
+                continue
+            va, vb = self.track.valid[a], self.track.valid[b]
+            t = self.track
+            size = np.sqrt((t.boxes[[a, b], 2] - t.boxes[[a, b], 0]) * (t.boxes[[a, b], 3] - t.boxes[[a, b], 1]))
+            centre = (t.boxes[[a, b], :2] + t.boxes[[a, b], 2:]) / 2
+            jump = va and vb and np.hypot(*(centre[1] - centre[0])) > self.det.config["max_jump"] * size.min()
+            if va != vb or jump:
+                dense.extend(range(a + 1, b))
+        if len(keys):
+            self.checked = max(self.checked, int(keys[-1]))
+        if dense:
+            self.det._fill(self.track, self.frames, np.asarray(dense))
+        interpolate_track(self.track)
+        if last:
+            done = n
+        elif len(keys):
+            done = int(keys[-1])  # the last keyframe stays: it anchors the frames after it
+        else:
+            return []
+        out = [(self.frames[:done], FaceTrack(*(f[:done] for f in _fields(self.track))))] if done else []
+        self.frames = self.frames[done:]
+        self.track = FaceTrack(*(f[done:] for f in _fields(self.track)))
+        self.start += done
+        self.checked = max(0, self.checked - done)
+        return out
+
+
+def _fields(t: FaceTrack) -> tuple:
+    return t.boxes, t.landmarks, t.probs, t.valid, t.detected
 
 
 def interpolate_track(track: FaceTrack) -> FaceTrack:

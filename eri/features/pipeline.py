@@ -144,12 +144,14 @@ class Extraction:
         if p.exists() and stored_hash(self.store, s.name, vid) != s.hash:
             p.unlink()
 
-    def process(self, vid: str, path: Path | None, wav: Path | None, streams: list[Stream]) -> int:
+    def process(self, vid: str, path: Path | None, wav: Path | None, streams: list[Stream], media=None) -> int:
         """Extract ``streams`` for one video; returns the number of frames decoded. Errors are noted.
 
         A file that cannot be decoded fails every stream that needs it; a broken audio track fails the
-        audio streams only, zero video frames the face streams only."""
-        from eri.features.video import DecodeError, decode, decode_audio
+        audio streams only, zero video frames the face streams only. ``media``: what a decode worker
+        prepared for this video (`eri.features.workers.Prepared`); None: decode here."""
+        from eri.features.faceflow import face_flow
+        from eri.features.video import DecodeError, decode_audio
 
         file_streams = [s for s in streams if s.extractor.kind == "file"]
         media_streams = [s for s in streams if s.extractor.kind != "file"]
@@ -172,31 +174,11 @@ class Extraction:
         audio_streams = [s for s in media_streams if s.extractor.kind == "audio"]
         n_frames = 0
         if face_streams:  # frames are decoded only when a face stream needs them
-            try:
-                video = decode(path, fps=self.cfg.decode.fps, audio=False, max_side=self.cfg.decode.max_side)
-                if video.n_frames == 0:
-                    raise DecodeError(f"{path}: no video frames")
-            except Exception as e:  # noqa: BLE001 - DecodeError, or anything else a broken file provokes
-                for s in face_streams:
-                    self._drop_stale(s, vid)
-                msg = str(e) if isinstance(e, DecodeError) else f"{path}: {type(e).__name__}: {e}"
-                self._note(vid, ",".join(s.name for s in face_streams), "decode", msg, True)
-            else:
-                n_frames = video.n_frames
-                partial = video.partial()
-                if partial:  # the frames before the damage are used; the report says how many of how many
-                    self._note(vid, ",".join(s.name for s in face_streams), "decode", partial, False)
-                try:
-                    self._faces(vid, video, face_streams)
-                except Exception as e:  # noqa: BLE001
-                    for s in face_streams:
-                        self._drop_stale(s, vid)
-                    self._note(vid, ",".join(s.name for s in face_streams), "faces", f"{type(e).__name__}: {e}", True)
-                del video
+            events = media.faces() if media is not None else face_flow(path, self.cfg, self.detector)
+            n_frames = self._faces(vid, path, events, face_streams)
         if audio_streams:
-            wave = None
             try:  # a broken audio track fails the audio streams only
-                wave = decode_audio(path)
+                wave = media.audio() if media is not None else decode_audio(path)
                 if wave is None and wav is not None:
                     wave = decode_audio(wav)
             except Exception as e:  # noqa: BLE001
@@ -219,50 +201,59 @@ class Extraction:
                     self._note(vid, s.name, "extract", f"{type(e).__name__}: {e}", True)
         return n_frames
 
-    def _faces(self, vid: str, video, streams: list[Stream]) -> None:
-        from eri.align import align_faces
+    def _faces(self, vid: str, path: Path, events, streams: list[Stream]) -> int:
+        """Run every face extractor on each group of aligned crops as it arrives; write at the end."""
+        from eri.features.faceflow import FaceSummary
+        from eri.features.video import DecodeError
 
+        names = ",".join(s.name for s in streams)
+        parts: dict[str, list] = {s.name: [] for s in streams}
+        failed: dict[str, str] = {}
+        summary = None
         try:
-            track = self.detector(video.frames)
-        except Exception as e:  # noqa: BLE001
+            for ev in events:
+                if isinstance(ev, FaceSummary):
+                    summary = ev
+                    continue
+                for s in streams:
+                    if s.name in failed:
+                        continue
+                    try:
+                        out = s.extractor(ev.crops)
+                        parts[s.name].append((ev.idx, out.cpu().numpy() if torch.is_tensor(out) else np.asarray(out)))
+                    except Exception as e:  # noqa: BLE001
+                        failed[s.name] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - DecodeError, or anything else a broken file provokes
             for s in streams:
                 self._drop_stale(s, vid)
-            self._note(vid, ",".join(s.name for s in streams), "faces", f"{type(e).__name__}: {e}", True)
-            return
-        valid = track.valid
-        idx = np.flatnonzero(valid)
-        if len(idx) == 0:
-            names = ",".join(s.name for s in streams)
-            self._note(vid, names, "faces", f"no face in any of {video.n_frames} frames", False)
-        feats = {s.name: np.zeros((video.n_frames, s.extractor.dim), np.float32) for s in streams}
-        failed: dict[str, str] = {}
-        bs = int(self.cfg.faces.batch_size)
-        size = int(self.cfg.faces.crop_size)
-        for start in range(0, len(idx), bs):  # align a chunk once, feed it to every face extractor
-            chunk = idx[start : start + bs]
-            crops = align_faces(
-                video.frames[chunk], track.landmarks[chunk], size, device=self.detector.device, as_tensor=True
-            )
-            for s in streams:
-                if s.name in failed:
-                    continue
-                try:
-                    out = s.extractor(crops)
-                    feats[s.name][chunk] = out.cpu().numpy() if torch.is_tensor(out) else out
-                except Exception as e:  # noqa: BLE001
-                    failed[s.name] = f"{type(e).__name__}: {e}"
+            decode_failed = isinstance(e, DecodeError)
+            msg = str(e) if decode_failed else f"{path}: {type(e).__name__}: {e}"
+            self._note(vid, names, "decode" if decode_failed else "faces", msg, True)
+            return 0
+        if summary.partial:  # the frames before the damage are used; the report says how many of how many
+            self._note(vid, names, "decode", summary.partial, False)
+        if not summary.valid.any():
+            self._note(vid, names, "faces", f"no face in any of {summary.n_frames} frames", False)
         for s in streams:
             if s.name in failed:
                 self._drop_stale(s, vid)
                 self._note(vid, s.name, "extract", failed[s.name], True)
-            else:
-                try:
-                    self._write(s, vid, feats[s.name], valid, video.timestamps)
-                except VideoError as e:
-                    self._note(vid, s.name, e.stage, str(e), True)
+                continue
+            feats = np.zeros((summary.n_frames, s.extractor.dim), np.float32)
+            for idx, out in parts[s.name]:
+                feats[idx] = out
+            try:
+                self._write(s, vid, feats, summary.valid, summary.timestamps)
+            except VideoError as e:
+                self._note(vid, s.name, e.stage, str(e), True)
+        return summary.n_frames
 
     # -- the job
-    def run(self, shard: tuple[int, int] = (0, 1), limit: int | None = None) -> dict:
+    def run(self, shard: tuple[int, int] = (0, 1), limit: int | None = None, workers: int = 0) -> dict:
+        """Extract every video of the shard; ``workers`` > 0: decode, detect and align in that many
+        worker processes while this one runs the extractors (`eri.features.workers`; same files)."""
+        from eri.features.workers import Workers, jobs_for
+
         videos, listing = list_videos(self.root, self.cfg.layout, self.cfg.videos_dir)
         k, n = shard
         videos = videos.iloc[k::n]
@@ -272,23 +263,26 @@ class Extraction:
             self.report += listing  # the same for every shard: reported once
         self._copy_labels()
         self.write_meta()
+        rows = list(videos.itertuples(index=False))
+        todo = {row.File_ID: self.todo(row.File_ID) for row in rows}
+        jobs = jobs_for(rows, todo) if workers else []
+        pool = Workers(self.cfg, jobs, workers) if jobs else None
+        job_of = {job.vid: i for i, job in enumerate(jobs)}
         t0 = time.perf_counter()
-        bar = tqdm(
-            videos.itertuples(index=False),
-            total=len(videos),
-            desc=f"extract {k}/{n}" if n > 1 else "extract",
-            unit="video",
-            disable=not self.progress,
-        )
+        bar = tqdm(rows, total=len(rows), desc=f"extract {k}/{n}" if n > 1 else "extract", unit="video",
+                   disable=not self.progress)
         interrupted = False
         try:
             for row in bar:
-                streams = self.todo(row.File_ID)
+                streams = todo[row.File_ID]
                 if not streams:
                     self.stats["skipped"] += 1
                     continue
                 self.processed[row.File_ID] = {s.name for s in streams}
-                frames = self.process(row.File_ID, row.path, row.wav, streams)
+                media = pool.prepared(job_of[row.File_ID], row.File_ID) if row.File_ID in job_of else None
+                frames = self.process(row.File_ID, row.path, row.wav, streams, media)
+                if media is not None:
+                    media.finish()
                 self.stats["videos"] += 1
                 self.stats["frames"] += frames
                 el = time.perf_counter() - t0
@@ -301,6 +295,8 @@ class Extraction:
             tqdm.write("interrupted: writing the report and index; rerun the same command to resume")
         finally:
             bar.close()
+            if pool is not None:
+                pool.close()
             self.stats["seconds"] = time.perf_counter() - t0
             try:
                 self.rebuild_indexes()
@@ -371,9 +367,9 @@ class Extraction:
                 atomic_write_text(dst, src.read_text())
 
 
-def extract(config, data_root, shard=None, limit=None, progress=True, overrides=()) -> dict:
+def extract(config, data_root, shard=None, limit=None, progress=True, overrides=(), workers: int = 0) -> dict:
     """Entry point of tools/extract.py: ``config`` is a path or an already loaded config."""
     cfg = config if not isinstance(config, (str, Path)) else load_extract_config(config, overrides)
     return Extraction(cfg, data_root, progress=progress).run(
-        parse_shard(shard) if isinstance(shard, (str, type(None))) else shard, limit
+        parse_shard(shard) if isinstance(shard, (str, type(None))) else shard, limit, workers
     )

@@ -13,7 +13,7 @@ from eri.config import ConfigError
 from eri.data.store import FeatureStore
 from eri.errors import InputError, StoreError
 from eri.features.base import extractor_hash
-from eri.features.config import NON_NUMERIC
+from eri.features.config import HASH_NEUTRAL, NON_NUMERIC
 from eri.features.extractors import build_extractor, extractor_class
 from eri.features.listing import report_row
 from eri.io import check_name, name_problem
@@ -29,13 +29,17 @@ class Stream:
     spec: dict
 
 
+def _hashed(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in NON_NUMERIC and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
+
+
 def stream_hash(spec: dict, cfg, kind: str) -> str:
-    own = {k: v for k, v in dict(spec.get("config") or {}).items() if k not in NON_NUMERIC}
+    """The hash of everything that changes a stream's numbers: the extractor and its config, the dtype,
+    and for face streams the decode and face settings."""
     upstream: dict = {"dtype": spec.get("dtype") or cfg.dtype}
     if kind == "face":
-        faces = {k: v for k, v in OmegaConf.to_container(cfg.faces).items() if k not in NON_NUMERIC}
-        upstream.update(decode=OmegaConf.to_container(cfg.decode), faces=faces)
-    return extractor_hash(spec["name"], {"config": own, **upstream})
+        upstream.update(decode=_hashed(OmegaConf.to_container(cfg.decode)), faces=_hashed(OmegaConf.to_container(cfg.faces)))
+    return extractor_hash(spec["name"], {"config": _hashed(dict(spec.get("config") or {})), **upstream})
 
 
 def build_streams(cfg, load: bool = True) -> list[Stream]:

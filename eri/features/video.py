@@ -8,8 +8,8 @@
 - Rotation metadata (the display matrix of phone videos) is applied to the pixels, so faces are upright.
 - Audio is resampled by FFmpeg's resampler (``av.AudioResampler``) to 16 kHz mono float32. A file with
   no audio stream gives ``audio=None`` (recorded by the pipeline, not an error).
-- Whole videos are decoded into memory ((T, H, W, 3) uint8: about 0.7 MB per 640x360 frame, 300 MB for
-  15 s at 30 fps). Reaction videos are short; for long inputs set ``max_side`` to downscale on decode.
+- `FrameStream` decodes in chunks of at most ``chunk_mb`` MB of frames (extraction's way: memory stays
+  flat whatever the length or resolution); `decode` gathers a whole video (tests, tools, short clips).
 """
 
 from __future__ import annotations
@@ -44,36 +44,22 @@ class Video:
 
     def partial(self) -> str | None:
         """A one-line note when fewer frames were decoded than the container promises, else None."""
-        promised = self.promised_frames
-        short = promised is not None and self.decoded_frames < promised - max(2, 0.02 * promised)
-        if not (short or self.damage):
-            return None
-        of = f" of the {promised} the container promises" if promised else ""
-        return f"{self.path}: partially decoded: {self.decoded_frames} frames{of}" + (f" ({self.damage})" if self.damage else "")
+        return partial_note(self.path, self.promised_frames, self.decoded_frames, self.damage)
 
-    @property
-    def n_frames(self) -> int:
-        return len(self.frames)
 
-    @property
-    def duration(self) -> float:
-        if self.n_frames:
-            return float(self.timestamps[-1]) + 1.0 / max(self.fps, 1e-6)
-        return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
+def partial_note(path, promised: int | None, decoded: int, damage: str | None) -> str | None:
+    """"partially decoded: 21 frames of the 72 the container promises (why)", or None when complete."""
+    short = promised is not None and decoded < promised - max(2, 0.02 * promised)
+    if not (short or damage):
+        return None
+    of = f" of the {promised} the container promises" if promised else ""
+    return f"{path}: partially decoded: {decoded} frames{of}" + (f" ({damage})" if damage else "")
 
 
 def _rotate(img: np.ndarray, degrees: int) -> np.ndarray:
     """Apply a display rotation (counter-clockwise degrees, as ``VideoFrame.rotation`` reports it)."""
     k = int(round(degrees / 90.0)) % 4
     return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
-
-
-def _resample_times(ts: np.ndarray, fps: float) -> np.ndarray:
-    """Indices of the frames shown at ticks t0 + i / fps (the last frame with pts <= tick)."""
-    if len(ts) == 0:
-        return np.zeros(0, int)
-    ticks = ts[0] + np.arange(int(np.floor((ts[-1] - ts[0]) * fps + 1e-6)) + 1) / fps
-    return np.clip(np.searchsorted(ts, ticks + 1e-6, side="right") - 1, 0, len(ts) - 1)
 
 
 def _promised_frames(stream, container, rate: float) -> int | None:
@@ -114,70 +100,118 @@ def decode_audio(path: str | Path, container=None) -> np.ndarray | None:
             c.close()
 
 
+class FrameStream:
+    """A video's frames in chunks of at most ``chunk_mb`` MB, decoded on demand: memory stays flat
+    whatever the video's length or resolution. ``fps`` and ``max_side`` as in `decode` (resampling in
+    time is done on the fly: each tick takes the last frame shown at it). Frames are taken to arrive in
+    presentation order, as FFmpeg's decoders output them; timestamps count from the first frame.
+
+    After iterating: ``nominal_fps``, ``rotation``, ``codec``, ``promised_frames``, ``decoded_frames``
+    and ``damage`` (why decoding stopped early, or None) describe the stream, as on `Video`."""
+
+    def __init__(self, path: str | Path, fps: float | None = None, max_side: int | None = None, chunk_mb: float = 256):
+        self.path, self.fps, self.max_side, self.chunk_mb = Path(path), fps, max_side, chunk_mb
+        self.nominal_fps, self.rotation, self.codec = 0.0, 0, ""
+        self.promised_frames: int | None = None
+        self.decoded_frames, self.damage = 0, None
+
+    def partial(self) -> str | None:
+        return partial_note(self.path, self.promised_frames, self.decoded_frames, self.damage)
+
+    def __iter__(self):
+        path = self.path
+        if not path.exists():
+            raise DecodeError(f"{path}: file not found")
+        try:
+            c = av.open(str(path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise DecodeError(f"{path}: cannot open as media ({type(e).__name__}: {e})") from e
+        try:
+            if c.streams.video:
+                yield from self._chunks(c, c.streams.video[0])
+        finally:
+            c.close()
+
+    def _frames(self, c, stream):
+        """(upright RGB frame, seconds from the first frame) in presentation order, at the native rate."""
+        stream.thread_type = "AUTO"
+        self.codec = stream.codec_context.name
+        rate = stream.average_rate or stream.guessed_rate
+        self.nominal_fps = float(rate) if rate else 0.0
+        tb = float(stream.time_base) if stream.time_base else 1.0 / max(self.nominal_fps, 1.0)
+        self.promised_frames = _promised_frames(stream, c, self.nominal_fps)
+        size, t0, last = None, None, -np.inf  # every frame gets the first frame's (possibly downscaled) size
+        try:
+            for i, frame in enumerate(c.decode(stream)):
+                self.rotation = frame.rotation or 0
+                if size is None:
+                    w, h = frame.width, frame.height
+                    if self.max_side and max(w, h) > self.max_side:
+                        s = self.max_side / max(w, h)
+                        w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
+                    size = (w, h)
+                if (frame.width, frame.height) != size:  # downscaling, or a resolution change mid-stream
+                    img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                else:
+                    img = frame.to_ndarray(format="rgb24")
+                pts = frame.pts if frame.pts is not None else frame.dts
+                t = pts * tb if pts is not None else i / max(self.nominal_fps, 1.0)
+                t0 = t if t0 is None else t0
+                last = max(last, t - t0)  # out-of-order stamps are held at the last one seen
+                self.decoded_frames += 1
+                yield _rotate(img, self.rotation), last
+        except av.FFmpegError as e:
+            if not self.decoded_frames:
+                raise DecodeError(f"{self.path}: video stream undecodable ({type(e).__name__}: {e})") from e
+            self.damage = f"{type(e).__name__}: {e}"  # a truncated file: the frames before the damage are kept
+
+    def _resampled(self, frames):
+        """Frames on the grid i / fps: the last frame shown at each tick (a tick up to 1 us early counts)."""
+        fps, i, prev, last_t = float(self.fps), 0, None, 0.0
+        for img, t in frames:
+            while prev is not None and i / fps + 1e-6 < t:
+                yield prev, i / fps
+                i += 1
+            prev, last_t = img, t
+        if prev is not None:
+            while i <= int(np.floor(last_t * fps + 1e-6)):
+                yield prev, i / fps
+                i += 1
+
+    def _chunks(self, c, stream):
+        frames = self._frames(c, stream)
+        if self.fps:
+            frames = self._resampled(frames)
+        chunk, times, per_chunk = [], [], None
+        for img, t in frames:
+            if per_chunk is None:
+                per_chunk = max(1, int(min(self.chunk_mb * 2**20, 2**62) // max(img.nbytes, 1)))
+            chunk.append(img)
+            times.append(t)
+            if len(chunk) == per_chunk:
+                yield np.stack(chunk), np.asarray(times, np.float64)
+                chunk, times = [], []
+        if chunk:
+            yield np.stack(chunk), np.asarray(times, np.float64)
+
+
 def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_side: int | None = None) -> Video:
-    """Decode a video file into upright RGB frames (+ timestamps) and 16 kHz mono audio.
+    """Decode a whole video file into upright RGB frames (+ timestamps) and 16 kHz mono audio
+    (`FrameStream` decodes it chunk by chunk instead, in flat memory).
 
     ``fps``: None keeps the native frames; a number resamples in time (see the module docstring).
     ``max_side``: downscale frames so that their longer side is at most this (None: native size).
     A file without a video stream, or whose video stream has no decodable frame, gives T = 0 frames;
     the caller decides whether that is an error. Unreadable files raise `DecodeError` naming the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DecodeError(f"{path}: file not found")
-    try:
-        c = av.open(str(path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise DecodeError(f"{path}: cannot open as media ({type(e).__name__}: {e})") from e
-    try:
-        frames, ts, rotation, nominal, codec, promised, damage = [], [], 0, 0.0, "", None, None
-        if c.streams.video:
-            stream = c.streams.video[0]
-            stream.thread_type = "AUTO"
-            codec = stream.codec_context.name
-            rate = stream.average_rate or stream.guessed_rate
-            nominal = float(rate) if rate else 0.0
-            tb = float(stream.time_base) if stream.time_base else 1.0 / max(nominal, 1.0)
-            promised = _promised_frames(stream, c, nominal)
-            size = None  # every frame gets the first frame's (possibly downscaled) size
-            try:
-                for i, frame in enumerate(c.decode(stream)):
-                    rotation = frame.rotation or 0
-                    if size is None:
-                        w, h = frame.width, frame.height
-                        if max_side and max(w, h) > max_side:
-                            s = max_side / max(w, h)
-                            w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
-                        size = (w, h)
-                    if (frame.width, frame.height) != size:  # downscaling, or a resolution change mid-stream
-                        img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                    else:
-                        img = frame.to_ndarray(format="rgb24")
-                    frames.append(_rotate(img, rotation))
-                    pts = frame.pts if frame.pts is not None else frame.dts
-                    ts.append(pts * tb if pts is not None else i / max(nominal, 1.0))
-            except av.FFmpegError as e:
-                if not frames:
-                    raise DecodeError(f"{path}: video stream undecodable ({type(e).__name__}: {e})") from e
-                # a truncated file: keep the frames decoded before the damage, and say so
-                damage = f"{type(e).__name__}: {e}"
-        decoded = len(frames)
-        timestamps = np.asarray(ts, np.float64)
-        order = np.argsort(timestamps, kind="stable")  # pts order (decoders already output it; be safe)
-        timestamps = timestamps[order] - (timestamps.min() if len(ts) else 0.0)
-        frames = [frames[i] for i in order]
-        if fps and len(frames):
-            keep = _resample_times(timestamps, float(fps))
-            frames = [frames[i] for i in keep]
-            timestamps = timestamps[0] + np.arange(len(keep)) / float(fps)
-        arr = np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
-        wave = None
-        if audio:
-            wave = decode_audio(path)  # a second pass over the file: simpler than demuxing both at once
-        rate = float(fps) if fps else nominal
-        return Video(str(path), arr, timestamps, rate, wave, int(rotation), codec, promised, damage, decoded)
-    finally:
-        c.close()
+    stream = FrameStream(path, fps, max_side, chunk_mb=float("inf"))
+    chunks = list(stream)
+    arr = np.concatenate([f for f, _ in chunks]) if chunks else np.zeros((0, 0, 0, 3), np.uint8)
+    ts = np.concatenate([t for _, t in chunks]) if chunks else np.zeros(0, np.float64)
+    wave = decode_audio(path) if audio else None  # a second pass over the file: simpler than demuxing both
+    rate = float(fps) if fps else stream.nominal_fps
+    return Video(str(path), arr, ts, rate, wave, int(stream.rotation), stream.codec, stream.promised_frames,
+                 stream.damage, stream.decoded_frames)
 
 
 def write_video(

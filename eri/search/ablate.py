@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from eri.config import ConfigError, load_config, read_yaml
 from eri.io import atomic_write_bytes, atomic_write_text
+from eri.constants import EMOTIONS
 from eri.training.cache import cached_train
 
 
@@ -53,6 +54,7 @@ class Table:
     paper: str  # "004" | "000"
     rows: list
     claim: str = ""  # what the paper's text says about the table
+    reference: str = ""  # the row every other row is compared with (the paper setting)
 
 
 P004 = {"visual": ["holistic", "au"], "audio": ["audio"]}
@@ -72,6 +74,7 @@ TABLES = {
                 Row("ResNet18 + AU + audio", 0.455, P004),
             ],
             "all three features best; adding AU features helps",
+            "ResNet18 + AU + audio",
         ),
         Table(
             "004-table3",
@@ -83,6 +86,7 @@ TABLES = {
                 Row("AU occurrence + intensity", 0.455, P004),
             ],
             "intensity slightly better than occurrence; both best",
+            "AU occurrence + intensity",
         ),
         Table(
             "000-table3",
@@ -102,6 +106,7 @@ TABLES = {
             ],
             "VA alone already strong; EXPR or AUs improve it a lot; two tasks +1-1.5%; all three best; "
             "Mask layer, routing and the PCC loss each 'significantly enhance' (numbers not in our copy)",
+            "VA + EXPR + AU (MMA-MRNNet)",
         ),
         Table(
             "000-table4",
@@ -116,6 +121,7 @@ TABLES = {
                 Row("LSTM 2 x 128", streams=["mma"], encoder={"rnn": "lstm", "rnn_layers": 2}),
             ],
             "1 GRU layer of 128 units (FC 32) best (numbers not in our copy)",
+            "GRU 1 x 128 (MMA-MRNNet)",
         ),
     ]
 }
@@ -177,17 +183,21 @@ def run_table(
     extra: list[str] = (),
     data_root: str | None = None,
     progress=print,
+    runs: str | Path = "runs/cache",
 ) -> dict:
-    """Train (or read) every row x seed, then write the table's md/csv/tex and bar chart."""
-    out, progress = Path(out), progress or (lambda *_: None)
-    runs, folder = out / "runs", out / table.name
-    results, trained = [], 0
+    """Train (or read) every row x seed through the shared run cache ``runs``, compare each row with the
+    table's reference row (paired bootstrap over the same val videos, seeds averaged), and write the
+    table's md/csv/tex and bar chart."""
+    progress = progress or (lambda *_: None)
+    folder = Path(out) / table.name
+    results, run_dirs, trained, root = [], {}, 0, None
     for row in table.rows:
-        vals, tests, ceil, runs_of_row, errors = [], [], [], [], []
+        vals, tests, ceil, dirs, errors = [], [], [], [], []
         for seed in range(seeds):
             try:
                 cfg = resolve(table, row, preset, seed, extra, data_root)
                 metrics, did, run_dir = cached_train(cfg, runs)
+                root = root or cfg.data.root
             except Exception as e:  # one bad row never stops the table: report it
                 errors.append(f"seed {seed}: {type(e).__name__}: {e}")
                 progress(f"  {table.name} | {row.name} | seed {seed}: FAILED {type(e).__name__}: {e}")
@@ -198,9 +208,9 @@ def run_table(
                 tests.append(metrics["test"]["mean_pcc"])
             if "ceiling" in metrics:
                 ceil.append(metrics["ceiling"]["val"])
-            runs_of_row.append(run_dir.name)
-            state = "trained" if did else "cached"
-            progress(f"  {table.name} | {row.name} | seed {seed}: val {vals[-1]:.4f} ({state})")
+            dirs.append(run_dir)
+            progress(f"  {table.name} | {row.name} | seed {seed}: val {vals[-1]:.4f} ({'trained' if did else 'cached'})")
+        run_dirs[row.name] = dirs
         (vm, vs), (tm, ts) = _stats(vals), _stats(tests)
         results.append(
             {
@@ -212,12 +222,38 @@ def run_table(
                 "test_mean": tm,
                 "test_std": ts,
                 "val_ceiling": ceil[0] if ceil else None,
-                "runs": " ".join(runs_of_row),
+                "runs": " ".join(d.name for d in dirs),
                 "error": "; ".join(errors),
             }
         )
+    _against_reference(table, results, run_dirs, root)
     write_table(table, results, folder, preset=preset, seeds=seeds, extra=list(extra))
     return {"table": table.name, "rows": results, "trained": trained, "folder": str(folder)}
+
+
+def _against_reference(table: Table, results: list[dict], run_dirs: dict, root) -> None:
+    """Each row minus the reference row in val mean PCC: paired bootstrap over the same videos, the
+    PCCs averaged over the seeds both rows finished (`eri.training.metrics.paired_bootstrap`)."""
+    from eri.ensembles.compare import predictions
+    from eri.training.metrics import paired_bootstrap
+
+    ref = run_dirs.get(table.reference) or []
+    if not ref or root is None:
+        return
+    from eri.data.labels import read_manifest
+
+    ids = sorted(predictions(ref[0], "val").index)
+    y = read_manifest(root).set_index("File_ID").reindex(ids)[list(EMOTIONS)].to_numpy(float)
+    for r in results:
+        dirs = run_dirs[r["row"]]
+        n = min(len(dirs), len(ref))
+        if r["row"] == table.reference or n == 0:
+            continue
+        a = np.stack([predictions(d, "val").loc[ids].to_numpy() for d in dirs[:n]])
+        b = np.stack([predictions(d, "val").loc[ids].to_numpy() for d in ref[:n]])
+        d = paired_bootstrap(a, b, y)["mean_pcc"]
+        r.update(val_diff=d["diff"], val_diff_lo=d["ci"][0], val_diff_hi=d["ci"][1], val_diff_p=d["p"],
+                 val_diff_excludes_0=d["excludes_0"])
 
 
 def _fmt(m: float, s: float, n: int) -> str:
@@ -233,18 +269,23 @@ def write_table(table: Table, results: list[dict], folder: Path, preset: str, se
     folder.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(results)
     atomic_write_text(folder / "table.csv", df.to_csv(index=False, float_format="%.6f"))
-    head = ["row", "paper val", f"val mean PCC ({seeds} seed{'s' * (seeds > 1)})", "test mean PCC"]
+    head = ["row", "paper val", f"val mean PCC ({seeds} seed{'s' * (seeds > 1)})", "test mean PCC",
+            "val vs reference, 95% CI"]
     body = [
         [
-            r["row"],
+            r["row"] + (" (reference)" if r["row"] == table.reference else ""),
             "" if r["paper_val"] is None else f"{r['paper_val']:.3f}",
             _fmt(r["val_mean"], r["val_std"], r["seeds"]),
             _fmt(r["test_mean"], r["test_std"], r["seeds"]),
+            f"{r['val_diff']:+.4f} [{r['val_diff_lo']:+.4f}, {r['val_diff_hi']:+.4f}]" + (" *" if r["val_diff_excludes_0"] else "")
+            if r.get("val_diff") is not None else "",
         ]
         for r in results
     ]
-    note = f"preset `{preset}`, seeds 0..{seeds - 1}" + (f", overrides `{' '.join(extra)}`" if extra else "")
-    grid = tabulate(body, head, tablefmt="github", colalign=("left", "right", "right", "right"), disable_numparse=True)
+    note = (f"preset `{preset}`, seeds 0..{seeds - 1}" + (f", overrides `{' '.join(extra)}`" if extra else "")
+            + "; mean ± std over seeds; the last column is each row minus the reference row in val mean PCC, "
+            "paired bootstrap over the same videos (1000 resamples, PCCs averaged over seeds); * the interval excludes 0")
+    grid = tabulate(body, head, tablefmt="github", colalign=("left", "right", "right", "right", "right"), disable_numparse=True)
     md = f"### {table.title}\n\n{grid}\n\n"
     md += f"{note}. Paper: {table.claim}.\n"
     atomic_write_text(folder / "table.md", md)
@@ -252,7 +293,7 @@ def write_table(table: Table, results: list[dict], folder: Path, preset: str, se
     def esc(s) -> str:
         return str(s).replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")
 
-    tex = ["\\begin{tabular}{lrrr}", "\\hline", " & ".join(map(esc, head)) + " \\\\", "\\hline"]
+    tex = ["\\begin{tabular}{lrrrr}", "\\hline", " & ".join(map(esc, head)) + " \\\\", "\\hline"]
     tex += [" & ".join(map(esc, r)) + " \\\\" for r in body] + ["\\hline", "\\end{tabular}", ""]
     atomic_write_text(folder / "table.tex", f"% {table.title}; {note}\n" + "\n".join(tex))
     _bar_chart(table, df, folder / "bar.png")

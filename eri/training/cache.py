@@ -4,10 +4,10 @@ finished config is read, never retrained, and an interrupted one resumes.
 
     <runs>/<run_key(cfg)>/   an ordinary run directory (tools/train.py's layout)
 
-`run_key` hashes the resolved config without ``out`` and, for a synthetic preset, the generator's
-own hash of its knobs, so a recalibrated generator is not served runs trained on the old data (a
-real dataset at ``data.root`` is taken as fixed). Presets are expanded before hashing, so a changed
-encoder preset is a new key too.
+`run_key` hashes the resolved config's settings that differ from the defaults (leaving out keys that
+cannot change the numbers) and, for a synthetic preset, the generator's own hash of its knobs, so a
+recalibrated generator is not served runs trained on the old data (a real dataset at ``data.root`` is
+taken as fixed). Presets are expanded before hashing, so a changed encoder preset is a new key too.
 """
 
 from __future__ import annotations
@@ -16,22 +16,36 @@ import json
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from eri.config import to_yaml
 from eri.io import atomic_write_json, stable_hash
 
 
+# Keys that never change a run's numbers: left out of the key, so a finished run is found whatever
+# they were set to. Bump CACHE_VERSION when a default that changes numbers changes (old keys then miss).
+NOT_NUMERIC = ("out", "model.preset", "trainer.progress_bar", "trainer.logger", "data.num_workers", "data.cache")
+CACHE_VERSION = 1
+
+
+def _flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
 def run_key(cfg: DictConfig) -> str:
-    c = cfg.copy()
-    c.out = None
-    c.model.preset = None  # a label once the sizes are expanded: configs that differ only there are one run
-    blob = to_yaml(c)
+    """The config's settings that differ from the schema's defaults (so adding a key to eri with a
+    default does not rename every cached run), minus `NOT_NUMERIC`, plus the synthetic generator's hash."""
+    defaults = dict(_flat(OmegaConf.to_container(OmegaConf.structured(OmegaConf.get_type(cfg)))))
+    own = {k: v for k, v in _flat(OmegaConf.to_container(cfg, resolve=True))
+           if k not in NOT_NUMERIC and (k not in defaults or defaults[k] != v)}
     if cfg.data.synthetic:
         from eri.data import synthetic
 
-        blob += f"\nsynthetic: {synthetic.knob_hash(synthetic.resolve_preset(cfg.data.synthetic), cfg.data.synthetic_seed)}"
-    return stable_hash(blob, "sha1")
+        own["synthetic_knobs"] = synthetic.knob_hash(synthetic.resolve_preset(cfg.data.synthetic), cfg.data.synthetic_seed)
+    return stable_hash({"config": own, "cache_version": CACHE_VERSION}, "sha1")
 
 
 def cached_train(cfg: DictConfig, runs: str | Path) -> tuple[dict, bool, Path]:

@@ -27,12 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from eri.config import streams_of
 from eri.constants import EMOTIONS, VERSION
-from eri.data.dataset import ERIDataModule
+from eri.data.datamodule import ERIDataModule
 from eri.errors import CheckpointError, InputError
 from eri.io import atomic_write_bytes, atomic_write_text, inside, load_torch
 from eri.models.spec import KEY as SPEC_KEY
 from eri.models.spec import ModelSpec
-from eri.training.metrics import format_table
+from eri.training.metrics import bootstrap_ci, format_table
 from eri.training.skeleton import build_trainer, check_resume, configure_cpu, fit, read_logs  # noqa: F401 (read_logs: API)
 from eri.training.task import ERITask
 
@@ -54,6 +54,9 @@ def build_datamodule(cfg: DictConfig, progress: bool = True) -> ERIDataModule:
         bad_files=d.bad_files,
         synthetic=d.synthetic,
         synthetic_seed=d.synthetic_seed,
+        cv=OmegaConf.to_container(d.cv),
+        cache=d.cache,
+        bucket=d.bucket,
     )
 
 
@@ -103,7 +106,10 @@ def train(cfg: DictConfig, callbacks=()) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = prepared_datamodule(cfg, "fit", cfg.trainer.progress_bar)  # every check before anything is written
     task = build_task(cfg, dm)
-    trainer, best = fit(cfg, out, task, dm, "val/mean_pcc", resume, callbacks)
+    # a cross-validation member keeps its last epoch unless told otherwise: its val split is the held-out
+    # fold, whose out-of-fold predictions must not have chosen anything (eri.data.folds)
+    monitor = None if cfg.data.cv.folds and cfg.data.cv.select == "last" else "val/mean_pcc"
+    trainer, best = fit(cfg, out, task, dm, monitor, resume, callbacks)
     trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
     if len(dm.splits["test"].ids):
         trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
@@ -116,7 +122,7 @@ def finalize(out: Path, dm: ERIDataModule, task: ERITask, trainer: L.Trainer, be
     for split in ("val", "test"):
         res = task.results.get(split)
         if res is not None and res["score"] is not None:
-            metrics[split] = res["score"]
+            metrics[split] = {**res["score"], "ci95": bootstrap_ci(res["pred"], dm.splits[split].labels)}
             continue
         why = dm.splits[split].not_scored() or "not evaluated"
         metrics[split] = {"not_scored": why}

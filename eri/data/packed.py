@@ -1,0 +1,153 @@
+"""A packed copy of a feature store for training at Hume-Reaction scale (``data.cache: memmap``).
+
+Per stream, one contiguous array of every video's steps plus offsets, in the store's own dtype
+(float16 stays float16), beside the store:
+
+    <root>/features/<stream>/packed/features.npy  (sum of T, D)  the raw steps, non-finite steps zeroed
+    <root>/features/<stream>/packed/valid.npy     (sum of T,)    validity (non-finite steps invalid)
+    <root>/features/<stream>/packed/times.npy     (sum of T,)    float32 seconds
+    <root>/features/<stream>/packed/index.json    ids, offsets, dim, dtype and the store's fingerprint
+
+Built once (by the first process of a machine, `ensure_packed`), rebuilt when the store's
+fingerprint changes (its meta.json, index.csv, and every listed file's size and mtime). Reading is
+lazy: a video's rows are read with one positioned read (``os.pread``) per array, so they pass
+through the page cache that every rank on the machine shares and never count towards a rank's
+resident memory; only ``valid`` and the offsets (a byte and 8 bytes per step) stay in RAM. `load`
+returns exactly what `FeatureStore.load` returns, so training batches are identical in both modes
+(tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from eri.data.store import FeatureStore
+from eri.errors import StoreError
+from eri.io import atomic_write_json, stable_hash
+
+ARRAYS = ("features", "valid", "times")
+
+
+def fingerprint(store: FeatureStore, stream: str) -> str:
+    """Changes whenever the stream's metadata, index or any listed file changes."""
+    d = store.dir / stream
+    parts = [(d / "meta.json").read_bytes().hex(), (d / "index.csv").read_bytes().hex()]
+    for vid in store.index(stream)["File_ID"]:
+        st = store.path(stream, vid).stat()
+        parts.append(f"{vid}:{st.st_size}:{st.st_mtime_ns}")
+    return stable_hash(parts, "sha1")
+
+
+def packed_dir(store: FeatureStore, stream: str) -> Path:
+    return store.dir / stream / "packed"
+
+
+def ensure_packed(store: FeatureStore, stream: str, progress: bool = True) -> Path:
+    """The packed copy of ``stream``, (re)built when missing or stale. Written into a temporary folder
+    renamed into place, so an interrupted build leaves nothing half-written."""
+    out = packed_dir(store, stream)
+    want = fingerprint(store, stream)
+    info = out / "index.json"
+    if info.is_file() and json.loads(info.read_text()).get("fingerprint") == want:
+        return out
+    ids = list(store.index(stream)["File_ID"])
+    dim = int(store.meta(stream).get("dim") or 0)
+    dtype = np.dtype(store.meta(stream).get("dtype") or "float32")
+    damaged, lengths = {}, []
+    for vid in ids:  # a damaged file is recorded, packed empty, and judged by the data module (data.bad_files)
+        try:
+            lengths.append(store.inspect(stream, vid)["n_steps"])
+        except StoreError as e:
+            damaged[vid] = str(e)
+            lengths.append(0)
+    lengths = np.asarray(lengths, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tmp = out.with_name("packed.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", dtype, (int(offsets[-1]), dim))
+    valid = np.lib.format.open_memmap(tmp / "valid.npy", "w+", np.bool_, (int(offsets[-1]),))
+    times = np.lib.format.open_memmap(tmp / "times.npy", "w+", np.float32, (int(offsets[-1]),))
+    for k, vid in enumerate(tqdm(ids, desc=f"packing {stream}", disable=not progress, leave=False)):
+        if vid in damaged:
+            continue
+        try:
+            f, v, t = store.load(stream, vid, with_times=True)  # non-finite steps: zeroed and invalid, as loaded
+        except StoreError as e:
+            damaged[vid] = str(e)
+            continue
+        a, b = offsets[k], offsets[k + 1]
+        if len(f) != b - a:
+            raise StoreError(f"{store.path(stream, vid)} changed while it was being packed; rerun")
+        feats[a:b], valid[a:b], times[a:b] = f.astype(dtype), v, t
+    for arr in (feats, valid, times):
+        arr.flush()
+    del feats, valid, times
+    atomic_write_json(tmp / "index.json", {"fingerprint": want, "ids": ids, "offsets": offsets.tolist(),
+                                           "dim": dim, "dtype": dtype.name, "stream": stream, "damaged": damaged})
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+class PackedStream:
+    """One packed stream, read a video at a time with positioned reads."""
+
+    def __init__(self, folder: Path):
+        info = json.loads((folder / "index.json").read_text())
+        self.row = {vid: k for k, vid in enumerate(info["ids"])}
+        self.fingerprint, self.damaged = info["fingerprint"], info.get("damaged", {})
+        self.offsets = np.asarray(info["offsets"], np.int64)
+        self.dim, self.dtype = int(info["dim"]), np.dtype(info["dtype"])
+        self.valid = np.load(folder / "valid.npy")  # a byte per step: kept in RAM
+        self.paths = {name: folder / f"{name}.npy" for name in ("features", "times")}
+        self.data_start = {name: _data_offset(p) for name, p in self.paths.items()}
+        self.fds: dict[str, tuple[int, int]] = {}  # array -> (process id, file descriptor)
+
+    def _read(self, name: str, a: int, b: int, width: int, dtype: np.dtype) -> np.ndarray:
+        if name not in self.fds or self.fds[name][0] != os.getpid():  # a fresh descriptor per process (workers)
+            self.fds[name] = (os.getpid(), os.open(self.paths[name], os.O_RDONLY))
+        size = dtype.itemsize * width
+        buf = os.pread(self.fds[name][1], (b - a) * size, self.data_start[name] + a * size)
+        return np.frombuffer(buf, dtype).reshape(b - a, width) if width > 1 else np.frombuffer(buf, dtype)
+
+    def load(self, vid: str, with_times: bool = False):
+        k = self.row.get(vid)
+        if k is None or vid in self.damaged:
+            raise StoreError(self.damaged.get(vid) or f"video {vid} is not in the packed store")
+        a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+        feats = self._read("features", a, b, self.dim, self.dtype).astype(np.float32)
+        valid = self.valid[a:b].copy()
+        if not with_times:
+            return feats, valid
+        return feats, valid, self._read("times", a, b, 1, np.dtype(np.float32)).astype(np.float64)
+
+
+def _data_offset(path: Path) -> int:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        return f.tell()
+
+
+class PackedStore:
+    """The packed copies of a store's streams, read like a `FeatureStore` (``load(stream, vid)``)."""
+
+    def __init__(self, store: FeatureStore, streams: list[str]):
+        self.store = store
+        self.streams = {s: PackedStream(packed_dir(store, s)) for s in streams}
+
+    def meta(self, stream: str) -> dict:
+        return self.store.meta(stream)
+
+    def index(self, stream: str):
+        return self.store.index(stream)
+
+    def load(self, stream: str, vid: str, with_times: bool = False):
+        return self.streams[stream].load(vid, with_times)

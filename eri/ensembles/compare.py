@@ -1,0 +1,79 @@
+"""Is A better than B? A paired bootstrap over the same videos (`eri.training.metrics.paired_bootstrap`).
+
+A and B are run directories (``tools/train.py``) or ensemble directories (``tools/ensemble.py``):
+both hold ``predictions_<split>.csv`` and say which dataset they were scored on. They must cover
+exactly the same videos of that split (the same store and split; for cross-validated ensembles the
+same fold pool): anything else is refused, since a PCC difference over different videos mixes the
+models with the samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eri.constants import EMOTIONS
+from eri.errors import InputError
+from eri.training.metrics import paired_bootstrap, score
+
+
+def dataset_of(run: Path) -> dict:
+    """``{root, layout}`` a run or ensemble directory was scored on."""
+    import json
+
+    from eri.config import load_config
+
+    if (run / "metrics.json").is_file() and (run / "members.csv").is_file():  # an ensemble
+        return json.loads((run / "metrics.json").read_text())["data"]
+    if not (run / "config.yaml").is_file():
+        raise InputError(f"{run}: neither a run directory nor an ensemble directory (no config.yaml)")
+    cfg = load_config(run / "config.yaml")
+    return {"root": cfg.data.root, "layout": cfg.data.layout}
+
+
+def predictions(run: Path, split: str) -> pd.DataFrame:
+    path = run / f"predictions_{split}.csv"
+    if not path.is_file():
+        raise InputError(f"{run}: no {path.name}")
+    df = pd.read_csv(path, dtype={"File_ID": str}).set_index("File_ID")
+    return df[list(EMOTIONS)].astype(float)
+
+
+def compare(a: str | Path, b: str | Path, split: str = "test", resamples: int = 1000, seed: int = 0) -> dict:
+    """A minus B: mean PCC and per emotion, each with its 95% interval and p-value."""
+    from eri.data.labels import read_manifest
+
+    a, b = Path(a), Path(b)
+    pa, pb = predictions(a, split), predictions(b, split)
+    only_a, only_b = sorted(set(pa.index) - set(pb.index)), sorted(set(pb.index) - set(pa.index))
+    if only_a or only_b:
+        raise InputError(
+            f"{a} and {b} do not cover the same {split} videos ({len(only_a)} only in A, e.g. {only_a[:3]}; "
+            f"{len(only_b)} only in B, e.g. {only_b[:3]}): compare models scored on the same store and split"
+        )
+    da, db = dataset_of(a), dataset_of(b)
+    if Path(da["root"]).resolve() != Path(db["root"]).resolve():
+        raise InputError(f"{a} was scored on {da['root']} and {b} on {db['root']}: not the same videos")
+    ids = sorted(pa.index)
+    y = read_manifest(da["root"], da.get("layout", "auto")).set_index("File_ID").reindex(ids)[list(EMOTIONS)].to_numpy(float)
+    if np.isnan(y).any():
+        raise InputError(f"{int(np.isnan(y).any(axis=1).sum())} of the {split} videos have no labels: nothing to compare on")
+    xa, xb = pa.loc[ids].to_numpy(), pb.loc[ids].to_numpy()
+    res = paired_bootstrap(xa, xb, y, resamples, seed)
+    return {"a": str(a), "b": str(b), "split": split, "videos": len(ids),
+            "a_mean_pcc": score(xa, y)["mean_pcc"], "b_mean_pcc": score(xb, y)["mean_pcc"], **res}
+
+
+def format_comparison(res: dict) -> str:
+    m = res["mean_pcc"]
+    lines = [f"A = {res['a']}\nB = {res['b']}\n{res['split']}, {res['videos']} videos, paired bootstrap "
+             f"({res['resamples']} resamples, seed {res['seed']})",
+             f"{'':<15}{'A - B':>9}{'95% CI':>22}{'p':>8}"]
+    for name, s in [("mean PCC", m), *res["pcc"].items()]:
+        lines.append(f"{name:<15}{s['diff']:>+9.4f}   [{s['ci'][0]:+.4f}, {s['ci'][1]:+.4f}]{s['p']:>8.3f}"
+                     + ("  *" if s["excludes_0"] else ""))
+    verdict = "A is better" if m["ci"][0] > 0 else "B is better" if m["ci"][1] < 0 else "within the noise: no difference established"
+    lines.append(f"mean PCC: A {res['a_mean_pcc']:.4f}, B {res['b_mean_pcc']:.4f}; {verdict}  (* interval excludes 0)")
+    return "\n".join(lines)

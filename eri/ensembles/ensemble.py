@@ -1,0 +1,165 @@
+"""An ensemble run: members trained or reused, combined, scored honestly, written like a run directory.
+
+    <out>/config.yaml             the resolved ensemble config
+    <out>/metrics.json            {"val": {..., "ci95"}, "test": {...}, "members": [...], "combiner", "combiners", ...}
+    <out>/predictions_val.csv     the fit set (val, or the fold pool), each video predicted by a combiner
+                                  that did not see it (cross-fitting); predictions_test.csv: the final combiner
+    <out>/members.csv             each member's val/test mean PCC and its runs
+    <out>/members.png             per-emotion PCC of each member against the ensemble, with 95% intervals
+
+The ensemble's "val" is always held out: cross-fitted within the fit set (`eri.ensembles.combiners`).
+Test is scored once, with the combiner fitted on the whole fit set. With ``search.n_trials`` > 0 an
+Optuna study chooses the members and the combiner on the cross-fitted val score; the chosen one's val
+is then a selection score (reported as ``val_selected``), and only its test is an honest estimate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eri.config import to_yaml
+from eri.constants import EMOTIONS
+from eri.ensembles.combiners import COMBINERS, Combination
+from eri.ensembles.members import Member, build_members, labels, stack
+from eri.errors import InputError
+from eri.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from eri.training.metrics import bootstrap_ci, bootstrap_counts, percentile_ci, resampled_pcc, score
+
+
+def _scored(pred: np.ndarray, y: np.ndarray, ecfg) -> dict:
+    if np.isnan(y).any() or len(y) < 2:
+        return {"not_scored": f"{int(np.isnan(y).any(axis=1).sum())} of {len(y)} videos have no labels"}
+    return {**score(pred, y), "ci95": bootstrap_ci(pred, y, ecfg.bootstrap_resamples, ecfg.bootstrap_seed)}
+
+
+def combine(members: list[Member], combiner: str, ecfg) -> dict:
+    """Fit one combiner over ``members``: honest val (cross-fitted) and test predictions and scores."""
+    fit_ids, x_fit = stack(members, "fit")
+    test_ids, x_test = stack(members, "test")
+    y_fit, y_test = labels(members[0].data, fit_ids), labels(members[0].data, test_ids)
+    if np.isnan(y_fit).any():
+        raise InputError(f"{int(np.isnan(y_fit).any(axis=1).sum())} fit-set videos have no labels: cannot fit a combiner")
+    c = Combination(combiner, ecfg.cross_fit, ecfg.cross_fit_seed)
+    val_pred, test_pred = c.fit(x_fit, y_fit, x_test)
+    return {"combiner": combiner, "val_pred": val_pred, "test_pred": test_pred, "fit_ids": fit_ids,
+            "test_ids": test_ids, "y_fit": y_fit, "y_test": y_test, "x_fit": x_fit, "x_test": x_test,
+            "val": _scored(val_pred, y_fit, ecfg), "test": _scored(test_pred, y_test, ecfg),
+            "final": {"name": combiner, **c.final.describe()}}
+
+
+def search(members: list[Member], ecfg) -> tuple[list[Member], str, float]:
+    """Optuna over which members (at least one) and which combiner, on the cross-fitted val mean PCC."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial) -> float:
+        use = [m for m in members if trial.suggest_categorical(f"use:{m.name}", [True, False])]
+        name = trial.suggest_categorical("combiner", list(ecfg.search.combiners))
+        if not use:
+            raise optuna.TrialPruned()
+        return combine(use, name, ecfg)["val"]["mean_pcc"]
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ecfg.search.seed))
+    study.enqueue_trial({**{f"use:{m.name}": True for m in members}, "combiner": ecfg.combiner})
+    study.optimize(objective, n_trials=ecfg.search.n_trials)
+    best = study.best_trial
+    return [m for m in members if best.params[f"use:{m.name}"]], best.params["combiner"], best.value
+
+
+def run_ensemble(ecfg, progress=print) -> dict:
+    """Build the members, combine them, and write the ensemble directory (see the module docstring)."""
+    progress = progress or (lambda *_: None)
+    out = Path(ecfg.out)
+    members = build_members(ecfg, progress)
+    selected, val_selected = members, None
+    combiner = ecfg.combiner
+    if ecfg.search.n_trials:
+        selected, combiner, val_selected = search(members, ecfg)
+    result = combine(selected, combiner, ecfg)
+    others = {name: combine(selected, name, ecfg) for name in COMBINERS if name != combiner} if len(selected) > 1 else {}
+    metrics = {
+        "val": result["val"], "test": result["test"], "combiner": result["final"],
+        "fit_set": "out-of-fold predictions of the fold pool" if members[0].data["cv"] else "the val split",
+        "val_is": f"cross-fitted: {ecfg.cross_fit} parts, fit on the others, scored on each",
+        "members": [_member_row(m, result, i) for i, m in enumerate(selected)],
+        "mean_of_members": _mean_of_members(selected, result),
+        "combiners": {n: {"val": r["val"].get("mean_pcc"), "test": r["test"].get("mean_pcc")} for n, r in others.items()},
+        "data": members[0].data,
+    }
+    if val_selected is not None:
+        metrics["val_selected"] = {"mean_pcc": val_selected, "note": "chosen by the search on this score: optimistic"}
+        metrics["not_selected"] = [m.name for m in members if m not in selected]
+    ceiling = _ceiling(members[0].data)
+    if ceiling:
+        metrics["ceiling"] = ceiling
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", to_yaml(ecfg))
+    for split, ids, pred in (("val", result["fit_ids"], result["val_pred"]), ("test", result["test_ids"], result["test_pred"])):
+        df = pd.DataFrame(pred, columns=list(EMOTIONS))
+        df.insert(0, "File_ID", ids)
+        atomic_write_text(out / f"predictions_{split}.csv", df.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out / "members.csv", pd.DataFrame(metrics["members"]).drop(columns=["pcc"]).to_csv(index=False))
+    atomic_write_json(out / "metrics.json", metrics)
+    figure(out / "members.png", selected, result, ecfg)
+    return metrics
+
+
+def _member_row(m: Member, result: dict, i: int) -> dict:
+    row = {"member": m.name, "runs": " ".join(str(r) for r in m.runs)}
+    for split, x, y in (("val", result["x_fit"], result["y_fit"]), ("test", result["x_test"], result["y_test"])):
+        if not np.isnan(y).any():
+            s = score(x[i], y)
+            row[f"{split}_mean_pcc"] = s["mean_pcc"]
+            row.setdefault("pcc", {})[split] = s["pcc"]
+    return row
+
+
+def _mean_of_members(members: list[Member], result: dict) -> dict:
+    """The members' average single-model score (what an ensemble should beat)."""
+    out = {}
+    for split, x, y in (("val", result["x_fit"], result["y_fit"]), ("test", result["x_test"], result["y_test"])):
+        if not np.isnan(y).any():
+            out[split] = float(np.mean([score(xm, y)["mean_pcc"] for xm in x]))
+    return out
+
+
+def _ceiling(data: dict) -> dict | None:
+    path = Path(data["root"]) / "synthetic.json"
+    if not path.is_file():
+        return None
+    c = json.loads(path.read_text())["ceiling"]
+    return {"test": c["test"]} if data["cv"] else {k: c[k] for k in ("val", "test")}
+
+
+def figure(path: Path, members: list[Member], result: dict, ecfg) -> None:
+    """Per-emotion PCC (test if labelled, else val) of each member and of the ensemble, 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = "test" if not np.isnan(result["y_test"]).any() else "val"
+    x, y = (result["x_test"], result["y_test"]) if split == "test" else (result["x_fit"], result["y_fit"])
+    ens = result["test_pred"] if split == "test" else result["val_pred"]
+    counts = bootstrap_counts(len(y), ecfg.bootstrap_resamples, ecfg.bootstrap_seed)
+    series = [(m.name, xm) for m, xm in zip(members, x)] + [(f"ensemble ({result['combiner']})", ens)]
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    width = 0.8 / len(series)
+    for k, (name, pred) in enumerate(series):
+        r = score(pred, y)["pcc"]
+        lo, hi = percentile_ci(resampled_pcc(pred, y, counts))
+        pos = np.arange(len(EMOTIONS)) + (k - (len(series) - 1) / 2) * width
+        vals = np.array([r[e] for e in EMOTIONS])
+        ax.bar(pos, vals, width, label=name, color="black" if k == len(series) - 1 else None, alpha=0.85)
+        ax.errorbar(pos, vals, yerr=[vals - lo, hi - vals], fmt="none", ecolor="grey", lw=0.8, capsize=1.5)
+    ax.set_xticks(np.arange(len(EMOTIONS)), EMOTIONS, fontsize=8)
+    ax.set_ylabel(f"{split} PCC")
+    ax.legend(fontsize=6, ncol=min(4, len(series)))
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)

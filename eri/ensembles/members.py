@@ -1,0 +1,138 @@
+"""Ensemble members: trained through the shared run cache (or read from existing run directories),
+each reduced to its predictions on the fit set and on test, and checked to share one dataset.
+
+A member is one model: one run per seed, or, over ``folds``, the K runs of one seed: each predicts
+its held-out fold, so together they give out-of-fold predictions for the whole fold pool, and their
+test predictions are averaged. The *fit set* a combiner learns from is the val split (plain members)
+or the fold pool (cross-validated members); members must agree on it, so mixing both kinds, or
+members trained on another store, split or fold assignment, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from eri.config import load_config
+from eri.constants import EMOTIONS
+from eri.errors import InputError
+from eri.training.cache import cached_train
+
+
+@dataclass
+class Member:
+    name: str
+    runs: list  # run directories
+    fit: pd.DataFrame  # File_ID -> 7 intensities on the fit set (val, or out-of-fold)
+    test: pd.DataFrame  # File_ID -> 7 intensities on test
+    data: dict  # what the member was trained on (see `data_signature`)
+    scores: dict = field(default_factory=dict)  # per-run metrics.json, for the record
+
+
+def data_signature(cfg) -> dict:
+    """The dataset a run saw: members of one ensemble must agree on all of it."""
+    d = cfg.data
+    cv = OmegaConf.to_container(d.cv) if d.cv.folds else None
+    if cv:
+        cv.pop("fold")
+    return {"root": os.path.abspath(d.root), "layout": d.layout, "synthetic": d.synthetic,
+            "synthetic_seed": d.synthetic_seed if d.synthetic else None, "cv": cv}
+
+
+def _predictions(run: Path, split: str) -> pd.DataFrame:
+    path = run / f"predictions_{split}.csv"
+    if not path.is_file():
+        raise InputError(f"{run}: no {path.name}: not a finished run")
+    df = pd.read_csv(path, dtype={"File_ID": str}).set_index("File_ID")
+    missing = [e for e in EMOTIONS if e not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}")
+    return df[list(EMOTIONS)].astype(float)
+
+
+def _read_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    if not (run / "config.yaml").is_file():
+        raise InputError(f"{run}: no config.yaml: not a run directory")
+    cfg = load_config(run / "config.yaml")
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    return _predictions(run, "val"), _predictions(run, "test"), data_signature(cfg), metrics
+
+
+def build_members(ecfg, progress=print) -> list[Member]:
+    """Train the missing members (through the run cache), read the finished ones, return them checked."""
+    progress = progress or (lambda *_: None)
+    members = []
+    for entry in ecfg.members:
+        entry = OmegaConf.to_container(entry) if not isinstance(entry, dict) else entry
+        name = entry.get("name") or Path(entry.get("config") or entry["run"]).stem
+        if entry.get("run"):
+            fit, test, sig, m = _read_run(Path(entry["run"]))
+            if sig["cv"]:
+                raise InputError(f"{entry['run']} is one fold of a cross-validation: give the member as config + folds")
+            members.append(Member(name, [Path(entry["run"])], fit, test, sig, {"run": m}))
+            continue
+        for seed in entry.get("seeds") or [0]:
+            k = entry.get("folds")
+            runs = []
+            for fold in range(k or 1):
+                extra = [f"seed={seed}", "trainer.progress_bar=false"]
+                extra += [f"data.cv.folds={k}", f"data.cv.fold={fold}"] if k else []
+                cfg = load_config(entry["config"], [*entry.get("overrides", []), *ecfg.overrides, *extra])
+                _, trained, run = cached_train(cfg, ecfg.runs)
+                progress(f"  member {name} seed {seed}" + (f" fold {fold}/{k}" if k else "") +
+                         f": {'trained' if trained else 'cached'} ({run})")
+                runs.append(run)
+            members.append(_assemble(f"{name}/seed{seed}" if len(entry.get("seeds") or [0]) > 1 else name, runs))
+    check_members(members)
+    return members
+
+
+def _assemble(name: str, runs: list[Path]) -> Member:
+    """One member from its runs: K folds' held-out predictions side by side, their test predictions averaged."""
+    parts = [_read_run(r) for r in runs]
+    fit = pd.concat([p[0] for p in parts])
+    if fit.index.duplicated().any():
+        raise InputError(f"member {name}: a video is held out by two folds ({list(fit.index[fit.index.duplicated()][:3])})")
+    tests = [p[1] for p in parts]
+    if any(not t.index.equals(tests[0].index) for t in tests):
+        raise InputError(f"member {name}: its runs predict different test videos")
+    test = sum(tests) / len(tests)
+    sigs = [p[2] for p in parts]
+    if any(s != sigs[0] for s in sigs):
+        raise InputError(f"member {name}: its runs were trained on different data ({sigs[0]} vs others)")
+    return Member(name, list(runs), fit.sort_index(), test, sigs[0], {str(r): p[3] for r, p in zip(runs, parts)})
+
+
+def check_members(members: list[Member]) -> None:
+    """Refuse members that were not trained on the same store, splits and folds."""
+    ref = members[0]
+    for m in members[1:]:
+        if m.data != ref.data:
+            diff = {k: (ref.data[k], m.data[k]) for k in ref.data if ref.data[k] != m.data[k]}
+            raise InputError(f"member {m.name} was trained on other data than {ref.name}: {diff}")
+        for split, a, b in (("fit", ref.fit, m.fit), ("test", ref.test, m.test)):
+            if set(a.index) != set(b.index):
+                raise InputError(
+                    f"member {m.name} predicts other {split} videos than {ref.name} "
+                    f"({len(set(a.index) ^ set(b.index))} differ): a different store or split"
+                )
+
+
+def labels(data: dict, ids) -> np.ndarray:
+    """(N, 7) labels of ``ids`` (NaN where unlabeled) from the dataset the members were trained on."""
+    from eri.data.labels import read_manifest
+
+    manifest = read_manifest(data["root"], data["layout"]).set_index("File_ID")
+    return manifest.reindex(list(ids))[list(EMOTIONS)].to_numpy(np.float64)
+
+
+def stack(members: list[Member], split: str) -> tuple[list[str], np.ndarray]:
+    """Ids and (M, N, 7) predictions of every member on ``fit`` or ``test``, in one video order."""
+    ids = sorted(getattr(members[0], split).index)
+    return ids, np.stack([getattr(m, split).loc[ids].to_numpy(np.float64) for m in members])
