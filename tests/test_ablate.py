@@ -88,8 +88,8 @@ def test_every_table_is_written(all_tables):
                 assert row["val_diff"] == pytest.approx(row["val_mean"] - ref, abs=1e-4)  # from the CSVs' 6 decimals
                 assert row["val_diff_lo"] <= row["val_diff"] <= row["val_diff_hi"]
         assert "val vs reference, 95% CI" in md and f"{table.reference} (reference)" in md
-    # 25 rows, 23 distinct configs (two rows are shared between tables): one run directory each
-    assert len(list((out / "runs").glob("*/metrics.json"))) == 23
+    # 35 rows, 33 distinct configs (two rows are shared between tables): one run directory each
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 33
 
 
 def test_rerun_trains_nothing(all_tables, tiny_root):

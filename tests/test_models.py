@@ -172,3 +172,52 @@ def test_standardized_inputs_keep_padding_invariance(encoder):
         alone = model({"a": x["a"][:1, :12], "b": x["b"][:1, :12]}, {"a": lengths["a"][:1], "b": lengths["b"][:1]})
     torch.testing.assert_close(alone, together[:1], atol=1e-5, rtol=0)
     assert "branches.v.mean" in model.state_dict()  # carried by checkpoints
+
+
+AUTHORS = {"norm": "pre", "activation": "gelu", "qkv_bias": False, "token_init": 1.0}
+
+
+@pytest.mark.parametrize("option", [{}, *({k: v} for k, v in AUTHORS.items()), AUTHORS])
+def test_gru_transformer_options_keep_shapes_and_padding_invariance(option):
+    """Each of the authors' choices (and all of them together) on top of eri's defaults."""
+    torch.manual_seed(0)
+    enc = ENCODERS["gru_transformer"](6, hidden=16, gru_layers=1, blocks=2, heads=4, ff_dim=16, **option).eval()
+    x, lengths = _batch([9, 4, 7], [1, 1, 1])
+    out = enc(x["a"], lengths["a"])
+    assert out.shape == (3, 16)
+    for i, n in enumerate(lengths["a"].tolist()):  # each video alone, unpadded
+        torch.testing.assert_close(out[i : i + 1], enc(x["a"][i : i + 1, :n], lengths["a"][i : i + 1]), atol=1e-5, rtol=1e-5)
+    has_bias = all(layer.self_attn.in_proj_bias is not None for layer in enc.transformer.layers)
+    assert has_bias == option.get("qkv_bias", True)
+    assert (enc.token.std() > 0.5) == (option.get("token_init", 0.02) == 1.0)
+
+
+def test_the_authors_block_is_what_the_options_build():
+    """A pre-norm, GELU, unbiased-q/k/v encoder equals a from-scratch implementation of the blocks in the
+    authors' models/trans.py: x += W_o attention(LN1 x) + b_o; x += W_2 gelu(W_1 LN2 x + b_1) + b_2; no final norm."""
+    torch.manual_seed(0)
+    enc = ENCODERS["gru_transformer"](6, hidden=16, gru_layers=1, blocks=2, heads=4, ff_dim=8, **AUTHORS).eval()
+    tokens = torch.randn(2, 5, 16)
+    x = tokens
+    for layer in enc.transformer.layers:
+        h = layer.norm1(x)
+        q, k, v = torch.nn.functional.linear(h, layer.self_attn.in_proj_weight).chunk(3, dim=-1)
+        q, k, v = (t.reshape(2, 5, 4, 4).transpose(1, 2) for t in (q, k, v))
+        att = torch.softmax(q @ k.transpose(-1, -2) * 4**-0.5, dim=-1) @ v
+        x = x + layer.self_attn.out_proj(att.transpose(1, 2).reshape(2, 5, 16))
+        x = x + layer.linear2(torch.nn.functional.gelu(layer.linear1(layer.norm2(x))))
+    torch.testing.assert_close(enc.transformer(tokens), x, atol=1e-5, rtol=1e-5)
+
+
+def test_a_head_without_nonlinearity_is_exactly_two_linear_maps():
+    torch.manual_seed(0)
+    fusion = FUSIONS["concat"]({"v": 12, "w": 4}, head_hidden=[8], dropout=0.3, head_bias=False,
+                               head_activation="none", head_input_dropout=False).eval()
+    assert [type(m).__name__ for m in fusion.head] == ["Linear", "Dropout", "Linear"]
+    s = {"v": torch.randn(5, 12), "w": torch.randn(5, 4)}
+    w1, w2 = fusion.head[0].weight, fusion.head[2].weight
+    assert fusion.head[0].bias is None and fusion.head[2].bias is None
+    want = torch.sigmoid(torch.cat([s["v"], s["w"]], 1) @ (w2 @ w1).T)
+    torch.testing.assert_close(fusion(s), want, atol=1e-6, rtol=1e-6)
+    relu = FUSIONS["concat"]({"v": 12}, head_hidden=[8], dropout=0.1)  # eri's default head: the old layout
+    assert [type(m).__name__ for m in relu.head] == ["Dropout", "Linear", "ReLU", "Dropout", "Linear"]

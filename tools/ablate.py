@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eri.errors import cli  # noqa: E402
+from eri.features.listing import parse_shard  # noqa: E402
 from eri.search.ablate import PRESETS, TABLES, run_tables  # noqa: E402
 
 
@@ -27,6 +28,7 @@ def _run(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (mean and std)")
     p.add_argument("--preset", default="hume-small", choices=sorted(PRESETS))
     p.add_argument("--out", help="output folder (default runs/ablate/<preset>)")
+    p.add_argument("--shard", help="K/N: train only every N-th (row, seed) job from the K-th; rerun unsharded to write the tables")
     p.add_argument("--runs", default="runs/cache", help="the run cache shared with tools/ensemble.py (default runs/cache)")
     p.add_argument("--data-root", help="dataset root (required by --preset real; default: the preset's)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row")
@@ -42,10 +44,13 @@ def _run(argv=None) -> int:
         seeds=a.seeds,
         out=a.out or f"runs/ablate/{a.preset}",
         runs=a.runs,
+        shard=parse_shard(a.shard),
         extra=a.overrides,
         data_root=a.data_root,
     )
     for r in results:
+        if a.shard:
+            continue
         print(Path(r["folder"], "table.md").read_text())
         print(f"({r['trained']} run(s) trained, the rest cached; files in {r['folder']})\n")
     return 1 if any(row["error"] for r in results for row in r["rows"]) else 0

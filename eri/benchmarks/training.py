@@ -1,14 +1,13 @@
-"""Training throughput and peak memory of each encoder, batched vs one video at a time.
+"""Training throughput and peak memory, batched (padded and masked, as eri trains) against the loop of
+paper 004's public code: each video forwarded alone, unpadded, and one optimiser step per batch of
+16 (HKUST-NISL/ABAW5 models/eri.py: ``for i in range(len(input))``, then one loss and one step).
 
 Each measurement runs in a fresh process so its peak memory is its own (CPU: peak RSS growth of
-that process; GPU: ``torch.cuda.max_memory_allocated``). The model is paper 004's visual branch
-(546-d holistic + AU frames) with the chosen encoder at its paper size and the concat head; a
-training step is forward + L2 loss + backward + AdamW step. "loop" feeds the same videos one at a
-time without padding, as paper 004's public code does.
-
-``size="demo"`` measures the encoders at the demo's CPU size instead (``configs/demo.yaml``: width 64,
-one GRU layer, two blocks): what a CPU user actually trains. Denormal floats are flushed to 0 as in
-training (``trainer.flush_denormal``) unless ``flush_denormal=False``.
+that process; GPU: ``torch.cuda.max_memory_allocated``). The model is either paper 004's visual
+branch (546-d holistic + AU frames) with one encoder at a size preset and the concat head, or a
+training config's whole model (``config=``: every branch, its fusion and head; frame streams get T
+steps, audio tokens T x 1.95 / 15 as at 15 frames/s). A training step is forward + L2 loss +
+backward + AdamW step. Denormal floats are flushed to 0 as in training unless ``flush_denormal=False``.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import time
 
 ENCODERS = ("gru_transformer", "masked_rnn", "lstm", "mean_pool")  # measured at an `eri.models.presets` size
 IN_DIM = 546
+LOOP_BATCH = 16  # the authors' batch: one optimiser step per 16 videos, each forwarded alone
 
 
 def bench_model(encoder: str, size: str):
@@ -30,30 +30,57 @@ def bench_model(encoder: str, size: str):
                         {"name": "concat"}, {"v": IN_DIM})
 
 
+def config_model(config: str):
+    """A training config's model, with the stream widths of the catalogue (`eri.constants.STREAMS`)."""
+    from omegaconf import OmegaConf
+
+    from eri.config import load_config, streams_of
+    from eri.constants import STREAMS
+    from eri.data.dataset import parse_stream, spec_dim
+    from eri.models import create_model
+
+    cfg = load_config(config)
+    dims = {s: spec_dim(s, STREAMS[parse_stream(s)[0]]) for s in streams_of(cfg)}
+    model = create_model(OmegaConf.to_container(cfg.model.branches), OmegaConf.to_container(cfg.model.fusion), dims)
+    return model, dims
+
+
 def _measure(encoder: str, length: int, mode: str, batch: int, steps: int, loop_videos: int, device: str, precision: str,
-             threads: int, size: str = "paper", flush_denormal: bool = True) -> dict:
+             threads: int, size: str = "paper", flush_denormal: bool = True, config: str | None = None) -> dict:
     import torch
 
+    from eri.data.dataset import parse_stream
+
     torch.set_flush_denormal(flush_denormal)  # as training does (trainer.flush_denormal)
-
-
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
-    model = bench_model(encoder, size).to(dev)
+    model, dims = config_model(config) if config else (bench_model(encoder, size), {"v": IN_DIM})
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.5)
     g = torch.Generator().manual_seed(1)
-    lengths = torch.randint(int(0.66 * length), length + 1, (batch,), generator=g)
-    x = torch.randn(batch, length, IN_DIM, generator=g)
-    y = torch.rand(batch, 7, generator=g)
-    x, y, lengths = x.to(dev), y.to(dev), lengths.to(dev)
+    frames = torch.randint(int(0.66 * length), length + 1, (batch,), generator=g)
+    x, lengths = {}, {}
+    for s, d in dims.items():
+        n = frames if parse_stream(s)[0] != "audio" else (frames * 1.95 / 15).round().long().clamp(min=1)
+        x[s], lengths[s] = torch.randn(batch, int(n.max()), d, generator=g).to(dev), n.to(dev)
+    y = torch.rand(batch, 7, generator=g).to(dev)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
     def step(xb, lb, yb):
         with torch.autocast(**amp):
-            pred = model({"v": xb}, {"v": lb})
+            pred = model(xb, lb)
         loss = ((pred.float() - yb) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def loop_step(idx):  # the authors' loop: each video alone and unpadded, one step for the group
+        with torch.autocast(**amp):
+            pred = torch.cat([model({s: x[s][i : i + 1, : lengths[s][i]] for s in x}, {s: lengths[s][i : i + 1] for s in x})
+                              for i in idx])
+        loss = ((pred.float() - y[idx]) ** 2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -64,27 +91,24 @@ def _measure(encoder: str, length: int, mode: str, batch: int, steps: int, loop_
 
     if mode == "batched":
         step(x, lengths, y)  # warm-up
-        sync()
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
+    else:
+        loop_step(list(range(min(2, batch))))
+    sync()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    if mode == "batched":
         for _ in range(steps):
             step(x, lengths, y)
-        sync()
-        videos, seconds = steps * batch, time.perf_counter() - t
+        videos = steps * batch
     else:
         n = min(loop_videos, batch)
-        step(x[:1, : lengths[0]], lengths[:1], y[:1])
-        sync()
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        for i in range(n):
-            step(x[i : i + 1, : lengths[i]], lengths[i : i + 1], y[i : i + 1])
-        sync()
-        videos, seconds = n, time.perf_counter() - t
+        for start in range(0, n, LOOP_BATCH):
+            loop_step(list(range(start, min(start + LOOP_BATCH, n))))
+        videos = n
+    sync()
+    seconds = time.perf_counter() - t
     if dev.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is in KiB on Linux; growth over the process's state before the timed steps
@@ -110,12 +134,14 @@ def train_throughput(
     size: str = "paper",
     flush_denormal: bool = True,
     progress=print,
+    config: str | None = None,
 ) -> list[dict]:
+    """Batched vs the authors' loop per encoder (or for a config's whole model) and video length."""
     rows = []
-    for enc in encoders:
+    for enc in ([config] if config else encoders):
         for length in lengths:
-            common = dict(encoder=enc, length=length, batch=batch, steps=steps, loop_videos=loop_videos,
-                          device=device, precision=precision, threads=threads, size=size, flush_denormal=flush_denormal)
+            common = dict(encoder=enc, length=length, batch=batch, steps=steps, loop_videos=loop_videos, device=device,
+                          precision=precision, threads=threads, size=size, flush_denormal=flush_denormal, config=config)
             b = run_one(mode="batched", **common)
             lp = run_one(mode="loop", **common)
             row = {

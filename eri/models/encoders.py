@@ -54,10 +54,14 @@ def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
 class GRUTransformer(nn.Module):
     """Paper 004's temporal encoder: GRU -> transformer encoder with a regression token.
 
-    Defaults are the paper's sizes (2-layer GRU of 256, 4 blocks, 4 heads, dropout 0.2). The
-    feed-forward width is not in the paper; 1024 (4x the model width) is our choice.
-    ``positions``: ``none`` (the authors' code) or ``sinusoidal`` added to the GRU outputs
-    (the GRU already carries order). Unlike the authors' code, batches are padded and masked.
+    Defaults are the paper's sizes (2-layer GRU of 256, 4 blocks, 4 heads, dropout 0.2) and, where
+    the paper is silent, PyTorch's transformer layer as eri has always used it: post-norm, ReLU,
+    feed-forward width 1024, biased q/k/v projections, a token drawn with std 0.02. The authors'
+    code (HKUST-NISL/ABAW5, models/trans.py) differs in each, and each is an option here:
+    ``norm="pre"`` (LayerNorm before attention and before the feed-forward, no final LayerNorm),
+    ``activation="gelu"``, ``ff_dim=256``, ``qkv_bias=False`` (the output projection keeps its bias)
+    and ``token_init=1.0``. ``positions``: ``none`` (as the authors) or ``sinusoidal`` added to the
+    GRU outputs. Unlike the authors' code, batches are padded and masked.
     """
 
     def __init__(
@@ -70,15 +74,26 @@ class GRUTransformer(nn.Module):
         dropout: float = 0.2,
         ff_dim: int = 1024,
         positions: str = "none",
+        norm: str = "post",
+        activation: str = "relu",
+        qkv_bias: bool = True,
+        token_init: float = 0.02,
     ):
         super().__init__()
         if positions not in ("none", "sinusoidal"):
             raise ValueError(f"positions must be 'none' or 'sinusoidal', got '{positions}'")
+        if norm not in ("post", "pre") or activation not in ("relu", "gelu"):
+            raise ValueError(f"norm must be post or pre and activation relu or gelu, got {norm!r}, {activation!r}")
         self.out_dim, self.positions = hidden, positions
         self.gru = nn.GRU(in_dim, hidden, num_layers=gru_layers, batch_first=True)
-        self.token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
-        layer = nn.TransformerEncoderLayer(hidden, heads, ff_dim, dropout, batch_first=True)
+        self.token = nn.Parameter(torch.randn(1, 1, hidden) * float(token_init))
+        layer = nn.TransformerEncoderLayer(hidden, heads, ff_dim, dropout, activation=activation, batch_first=True,
+                                           norm_first=norm == "pre")
         self.transformer = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        if not qkv_bias:  # q/k/v projections without bias (the attention output projection keeps its own)
+            for block in self.transformer.layers:
+                del block.self_attn.in_proj_bias
+                block.self_attn.register_parameter("in_proj_bias", None)
 
     def _tokens(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, _ = self.gru(x)  # unidirectional: outputs at real steps never see the padding after them

@@ -3,7 +3,10 @@
 Each fusion takes ``{branch: (B, d_branch)}`` and returns (B, 7) in [0, 1]; the head (FC layers
 then a sigmoid) lives inside it, because ``weighted_avg`` needs one head per branch.
 
-- ``concat``: the papers' late fusion, summaries concatenated, then the head.
+- ``concat``: the papers' late fusion, summaries concatenated, then the head. Its head is fully
+  specified (``head_hidden``, ``dropout``, ``head_bias``, ``head_activation``, ``head_input_dropout``)
+  so paper 004's authors' head is expressible: Linear(512, 256, no bias) -> Dropout(0.3) ->
+  Linear(256, 7, no bias), nothing between; the other fusions use the default head (ReLU, biases).
 - ``weighted_avg``: one head per branch, predictions averaged with learned softmax weights.
 - ``gated``: each summary projected to a common width and scaled by a sigmoid gate computed from
   all summaries, then summed and fed to the head.
@@ -28,21 +31,31 @@ def register_fusion(name: str):
     return deco
 
 
-def make_head(in_dim: int, hidden: list[int], dropout: float, out_dim: int = len(EMOTIONS)) -> nn.Sequential:
-    """FC layers with ReLU (and dropout) between them; the last layer gives the 7 logits."""
-    layers: list[nn.Module] = []
+def make_head(in_dim: int, hidden: list[int], dropout: float, out_dim: int = len(EMOTIONS), bias: bool = True,
+              activation: str = "relu", input_dropout: bool = True) -> nn.Sequential:
+    """FC layers ending in the 7 logits: between two layers an activation (``relu``, ``gelu`` or
+    ``none``: the two layers compose to one linear map) and dropout; ``input_dropout`` also drops out
+    the summaries before the first layer (eri's default; the authors' head does not)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"head activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = [nn.Dropout(dropout)] if input_dropout else []
     for width in hidden:
-        layers += [nn.Dropout(dropout), nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width, bias=bias), ACTIVATIONS[activation](), nn.Dropout(dropout)]
         in_dim = width
-    layers += [nn.Dropout(dropout), nn.Linear(in_dim, out_dim)]
-    return nn.Sequential(*layers)
+    layers.append(nn.Linear(in_dim, out_dim, bias=bias))
+    return nn.Sequential(*[m for m in layers if not isinstance(m, nn.Identity)])
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
 
 
 @register_fusion("concat")
 class ConcatFusion(nn.Module):
-    def __init__(self, in_dims: dict[str, int], head_hidden: list[int] = (), dropout: float = 0.0):
+    def __init__(self, in_dims: dict[str, int], head_hidden: list[int] = (), dropout: float = 0.0, head_bias: bool = True,
+                 head_activation: str = "relu", head_input_dropout: bool = True):
         super().__init__()
-        self.head = make_head(sum(in_dims.values()), list(head_hidden), dropout)
+        self.head = make_head(sum(in_dims.values()), list(head_hidden), dropout, bias=head_bias,
+                              activation=head_activation, input_dropout=head_input_dropout)
 
     def forward(self, summaries: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.sigmoid(self.head(torch.cat(list(summaries.values()), dim=-1)))
