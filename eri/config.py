@@ -110,6 +110,10 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
+# keys that cannot change a run's numbers: a resume may change them, the run cache ignores them
+NOT_NUMERIC = ("out", "model.preset", "trainer.progress_bar", "trainer.logger", "data.num_workers", "data.cache")
+
+
 def _valid_keys(key_path: str, schema: Any = None) -> list[str]:
     """The valid keys at the level of ``key_path`` (e.g. ``data.bach_size`` -> DataConfig's fields)."""
     node: Any = Config if schema is None else schema
@@ -142,7 +146,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_problem(e)})") from None
+        raise ConfigError(f"override '{key}=...': the value is not valid YAML ({_yaml_problem(e)})") from None
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -2,8 +2,9 @@
 
 A problem with user input (a config, a label file, a feature file, a checkpoint, a data root, a
 database URL) raises an `InputError` whose message names the file or key and the problem, on one
-line. Every tool runs its ``main`` through `cli`, which prints that message as ``error: ...`` and
-exits with `EXIT_INPUT`; nothing was written or lost at that point. A bug still shows its traceback.
+line. Every tool runs its ``main`` through `eri.cli.cli`, which prints that message as
+``error: ...`` and exits with `EXIT_INPUT`; nothing was written or lost at that point. A bug still
+shows its traceback.
 
 Exit codes, the same for every tool in ``tools/``:
 
@@ -14,8 +15,6 @@ Exit codes, the same for every tool in ``tools/``:
 """
 
 from __future__ import annotations
-
-import sys
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -49,16 +48,3 @@ class UnsafeFileError(CheckpointError):
 
 class WeightsError(InputError, FileNotFoundError):
     """Pretrained weights that are missing or unusable (the message says which file and how to get them)."""
-
-
-def cli(main, argv=None) -> int:
-    """Run a tool's ``main(argv) -> exit code``: input errors become one ``error:`` line and exit 2,
-    Ctrl-C exits 130. Use as ``sys.exit(cli(main))``."""
-    try:
-        return main(argv)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED

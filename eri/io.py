@@ -30,7 +30,15 @@ _UMASK_LOCK = threading.Lock()
 
 
 def _umask() -> int:
-    with _UMASK_LOCK:  # the only portable way to read the umask is to set it and set it back
+    """The process's umask: from /proc on Linux (no side effect), else set and set back under a lock."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:
         mask = os.umask(0o022)
         os.umask(mask)
     return mask

@@ -82,12 +82,12 @@ def test_every_table_is_written(all_tables):
             metrics = json.loads((out / "runs" / row["runs"] / "metrics.json").read_text())
             assert row["val_mean"] == pytest.approx(metrics["val"]["mean_pcc"], abs=1e-6)
             if row["row"] == table.reference:  # every other row carries its paired difference from the reference
-                assert np.isnan(row["val_diff"])
+                assert np.isnan(row["test_diff"])
             else:
-                ref = df.set_index("row").loc[table.reference, "val_mean"]
-                assert row["val_diff"] == pytest.approx(row["val_mean"] - ref, abs=1e-4)  # from the CSVs' 6 decimals
-                assert row["val_diff_lo"] <= row["val_diff"] <= row["val_diff_hi"]
-        assert "val vs reference, 95% CI" in md and f"{table.reference} (reference)" in md
+                ref = df.set_index("row").loc[table.reference, "test_mean"]
+                assert row["test_diff"] == pytest.approx(row["test_mean"] - ref, abs=1e-4)  # from the CSVs' 6 decimals
+                assert row["test_diff_lo"] <= row["test_diff"] <= row["test_diff_hi"]
+        assert "test vs reference, 95% CI" in md and f"{table.reference} (reference)" in md
     # 35 rows, 33 distinct configs (two rows are shared between tables): one run directory each
     assert len(list((out / "runs").glob("*/metrics.json"))) == 33
 

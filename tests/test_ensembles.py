@@ -169,15 +169,16 @@ def test_members_are_reused_and_a_foreign_member_is_refused(ensembles, tiny_root
         f"out={tmp_path / 'again'}"])
     assert run_ensemble(again, progress=None)["test"]["mean_pcc"] == pytest.approx(seeds["test"]["mean_pcc"])
     assert [p.stat().st_mtime_ns for p in runs] == before  # nothing retrained
-    fold_run = next(d for d in (tmp / "cache").iterdir() if "folds: 3" in (d / "config.yaml").read_text())
-    plain = next(d for d in (tmp / "cache").iterdir() if "folds: null" in (d / "config.yaml").read_text())
+    runs_ = [d for d in (tmp / "cache").iterdir() if d.is_dir()]
+    fold_run = next(d for d in runs_ if "folds: 3" in (d / "config.yaml").read_text())
+    plain = next(d for d in runs_ if "folds: null" in (d / "config.yaml").read_text())
     with pytest.raises(InputError, match="one fold of a cross-validation"):
         run_ensemble(load_ensemble_config(None, [f"out={tmp_path / 'x'}"], [str(plain), str(fold_run)]), progress=None)
 
 
 def test_compare_pairs_the_same_videos_and_refuses_others(ensembles, capsys):
     tmp, _, _ = ensembles
-    plain = sorted(d for d in (tmp / "cache").iterdir() if "folds: null" in (d / "config.yaml").read_text())
+    plain = sorted(d for d in (tmp / "cache").iterdir() if d.is_dir() and "folds: null" in (d / "config.yaml").read_text())
     assert compare_main([str(tmp / "seeds"), str(plain[0]), "--json", str(tmp / "cmp.json")]) == EXIT_OK
     out = capsys.readouterr().out
     res = json.loads((tmp / "cmp.json").read_text())

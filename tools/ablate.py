@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.errors import cli  # noqa: E402
+from eri.cli import cli  # noqa: E402
 from eri.features.listing import parse_shard  # noqa: E402
 from eri.search.ablate import PRESETS, TABLES, run_tables  # noqa: E402
 

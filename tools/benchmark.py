@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from eri.benchmarks.training import ENCODERS, demo_comparison, train_throughput  # noqa: E402
-from eri.errors import cli  # noqa: E402
+from eri.cli import cli  # noqa: E402
 from eri.io import atomic_write_text  # noqa: E402
 
 

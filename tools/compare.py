@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.cli import cli  # noqa: E402
 from eri.ensembles.compare import compare, format_comparison  # noqa: E402
-from eri.errors import EXIT_OK, cli  # noqa: E402
+from eri.errors import EXIT_OK  # noqa: E402
 from eri.io import atomic_write_json  # noqa: E402
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.cli import cli  # noqa: E402
 from eri.ensembles.config import load_ensemble_config  # noqa: E402
 from eri.ensembles.ensemble import run_ensemble  # noqa: E402
-from eri.errors import EXIT_OK, cli  # noqa: E402
+from eri.errors import EXIT_OK  # noqa: E402
 
 
 def _run(argv=None) -> int:
@@ -42,6 +43,8 @@ def _run(argv=None) -> int:
             return f"{s['mean_pcc']:.4f} [{s['ci95']['mean_pcc'][0]:.4f}, {s['ci95']['mean_pcc'][1]:.4f}]" if "mean_pcc" in s else s.get("not_scored", "")
         print(f"  {name:<28} val {fmt(val)}  test {fmt(test)}")
     print(f"  mean of the members: {json.dumps({k: round(v, 4) for k, v in m['mean_of_members'].items()})}")
+    if m["val"].get("optimistic"):
+        print(f"  caution: val is optimistic: {m['val']['optimistic']}")
     if m["combiners"]:
         print("  other combiners (cross-fitted val / test): " + ", ".join(
             f"{n} {v['val']:.4f}/{v['test']:.4f}" if v["test"] is not None else f"{n} {v['val']:.4f}" for n, v in m["combiners"].items()))

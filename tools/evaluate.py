@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.cli import cli  # noqa: E402
 from eri.config import parse_override  # noqa: E402
-from eri.errors import cli  # noqa: E402
 from eri.training.metrics import format_table  # noqa: E402
 from eri.training.run import evaluate  # noqa: E402
 

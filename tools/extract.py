@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, cli  # noqa: E402
+from eri.cli import cli  # noqa: E402
+from eri.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL  # noqa: E402
 from eri.features.config import load_extract_config  # noqa: E402
 from eri.features.listing import parse_shard  # noqa: E402
 from eri.features.pipeline import Extraction  # noqa: E402

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import time  # noqa: E402
 
+from eri.cli import cli  # noqa: E402
 from eri.constants import EMOTIONS  # noqa: E402
 from eri.data.synthetic import PRESETS, generate, proxy_scores  # noqa: E402
-from eri.errors import cli  # noqa: E402
 
 
 def _run(argv=None) -> int:

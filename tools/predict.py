@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.errors import EXIT_OK, EXIT_PARTIAL, cli  # noqa: E402
+from eri.cli import cli  # noqa: E402
+from eri.errors import EXIT_OK, EXIT_PARTIAL  # noqa: E402
 from eri.inference import load_model  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.errors import cli  # noqa: E402
+from eri.cli import cli  # noqa: E402
 from eri.io import mask_secrets  # noqa: E402
 from eri.search.study import load_search_config, run_search  # noqa: E402
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eri.cli import cli  # noqa: E402
 from eri.config import load_config  # noqa: E402
-from eri.errors import EXIT_OK, EXIT_PARTIAL, cli  # noqa: E402
+from eri.errors import EXIT_OK, EXIT_PARTIAL  # noqa: E402
 from eri.training.run import train  # noqa: E402
 
 

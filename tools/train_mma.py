@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eri.errors import cli  # noqa: E402
+from eri.cli import cli  # noqa: E402
 from eri.mma.config import load_mma_config  # noqa: E402
 from eri.mma.train import train_mma  # noqa: E402
 

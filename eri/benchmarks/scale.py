@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _source_frames() -> np.ndarray:
-    from eri.features.video import decode
     from eri.benchmarks.extraction import default_video
+    from eri.features.video import decode
 
     return decode(default_video(), audio=False).frames  # 640x360, a face throughout
 

@@ -95,7 +95,9 @@ class BucketShuffle(EpochShuffle):
             chunk = perm[start : start + window]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        return np.concatenate([batches[i] for i in rng.permutation(len(batches))]) if batches else perm
+        full = [b for b in batches if len(b) == self.batch_size]
+        rest = [b for b in batches if len(b) < self.batch_size]  # the one short batch goes last, alone
+        return np.concatenate([full[i] for i in rng.permutation(len(full))] + rest) if batches else perm
 
 
 def padding_fraction(lengths: np.ndarray, order: np.ndarray, batch_size: int) -> float:

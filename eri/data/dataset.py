@@ -46,6 +46,11 @@ class InputPolicy:
     min_valid_frames: int = 50
     frame_stride: int = 1
 
+    @classmethod
+    def of(cls, data) -> "InputPolicy":
+        """The policy of a config's ``data`` group."""
+        return cls(bool(data.drop_invalid_frames), int(data.min_valid_frames), int(data.frame_stride))
+
 
 @dataclass
 class VideoInput:

@@ -161,6 +161,12 @@ def read_manifest(root: str | Path, layout: str = "auto") -> pd.DataFrame:
     return READERS[layout](root)
 
 
+def labels_of(root: str | Path, layout: str, ids) -> np.ndarray:
+    """(N, 7) labels of ``ids`` from a dataset root, NaN where a video is unlabelled or absent."""
+    manifest = read_manifest(root, layout).set_index("File_ID")
+    return manifest.reindex(list(ids))[list(EMOTIONS)].to_numpy(np.float64)
+
+
 def read_label_ids(root: str | Path, layout: str = "auto") -> tuple[list[str], list[str]]:
     """``(ids, problems)`` of a label file, leniently: for extraction, which needs ids, not labels.
 

@@ -19,9 +19,11 @@ returns exactly what `FeatureStore.load` returns, so training batches are identi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +37,18 @@ ARRAYS = ("features", "valid", "times")
 
 
 def fingerprint(store: FeatureStore, stream: str) -> str:
-    """Changes whenever the stream's metadata, index or any listed file changes."""
+    """Changes whenever the stream's metadata, index or any listed file changes (a missing file too)."""
     d = store.dir / stream
-    parts = [(d / "meta.json").read_bytes().hex(), (d / "index.csv").read_bytes().hex()]
+    try:
+        parts = [(d / "meta.json").read_bytes().hex(), (d / "index.csv").read_bytes().hex()]
+    except OSError as e:
+        raise StoreError(f"{d}: cannot read its meta.json or index.csv ({e})") from None
     for vid in store.index(stream)["File_ID"]:
-        st = store.path(stream, vid).stat()
-        parts.append(f"{vid}:{st.st_size}:{st.st_mtime_ns}")
+        try:
+            st = store.path(stream, vid).stat()
+            parts.append(f"{vid}:{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append(f"{vid}:missing")
     return stable_hash(parts, "sha1")
 
 
@@ -48,14 +56,30 @@ def packed_dir(store: FeatureStore, stream: str) -> Path:
     return store.dir / stream / "packed"
 
 
+def _current(info: Path, want: str) -> bool:
+    try:
+        return info.is_file() and json.loads(info.read_text()).get("fingerprint") == want
+    except (OSError, ValueError):
+        return False  # damaged: rebuilt
+
+
 def ensure_packed(store: FeatureStore, stream: str, progress: bool = True) -> Path:
-    """The packed copy of ``stream``, (re)built when missing or stale. Written into a temporary folder
-    renamed into place, so an interrupted build leaves nothing half-written."""
+    """The packed copy of ``stream``, (re)built when missing or stale, by one process at a time (a file
+    lock: other processes wait, then find it current). Written into a temporary folder renamed into
+    place, so an interrupted build leaves nothing half-written."""
     out = packed_dir(store, stream)
     want = fingerprint(store, stream)
-    info = out / "index.json"
-    if info.is_file() and json.loads(info.read_text()).get("fingerprint") == want:
+    if _current(out / "index.json", want):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "packed.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _current(out / "index.json", want):
+            return out
+        return _build(store, stream, out, want, progress)
+
+
+def _build(store: FeatureStore, stream: str, out: Path, want: str, progress: bool) -> Path:
     ids = list(store.index(stream)["File_ID"])
     dim = int(store.meta(stream).get("dim") or 0)
     dtype = np.dtype(store.meta(stream).get("dtype") or "float32")
@@ -68,9 +92,7 @@ def ensure_packed(store: FeatureStore, stream: str, progress: bool = True) -> Pa
             lengths.append(0)
     lengths = np.asarray(lengths, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    tmp = out.with_name("packed.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".packed.", dir=out.parent))
     feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", dtype, (int(offsets[-1]), dim))
     valid = np.lib.format.open_memmap(tmp / "valid.npy", "w+", np.bool_, (int(offsets[-1]),))
     times = np.lib.format.open_memmap(tmp / "times.npy", "w+", np.float32, (int(offsets[-1]),))
@@ -100,7 +122,10 @@ class PackedStream:
     """One packed stream, read a video at a time with positioned reads."""
 
     def __init__(self, folder: Path):
-        info = json.loads((folder / "index.json").read_text())
+        try:
+            info = json.loads((folder / "index.json").read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{folder}: no usable packed copy ({type(e).__name__}: {e}); it is rebuilt by prepare_data") from None
         self.row = {vid: k for k, vid in enumerate(info["ids"])}
         self.fingerprint, self.damaged = info["fingerprint"], info.get("damaged", {})
         self.offsets = np.asarray(info["offsets"], np.int64)
@@ -108,14 +133,19 @@ class PackedStream:
         self.valid = np.load(folder / "valid.npy")  # a byte per step: kept in RAM
         self.paths = {name: folder / f"{name}.npy" for name in ("features", "times")}
         self.data_start = {name: _data_offset(p) for name, p in self.paths.items()}
-        self.fds: dict[str, tuple[int, int]] = {}  # array -> (process id, file descriptor)
+        # opened now: a rebuild during a run unlinks these files but cannot change what they read
+        # (pread does not move a shared offset, so DataLoader workers may share the descriptors)
+        self.fds = {name: os.open(p, os.O_RDONLY) for name, p in self.paths.items()}
 
-    def _read(self, name: str, a: int, b: int, width: int, dtype: np.dtype) -> np.ndarray:
-        if name not in self.fds or self.fds[name][0] != os.getpid():  # a fresh descriptor per process (workers)
-            self.fds[name] = (os.getpid(), os.open(self.paths[name], os.O_RDONLY))
-        size = dtype.itemsize * width
-        buf = os.pread(self.fds[name][1], (b - a) * size, self.data_start[name] + a * size)
-        return np.frombuffer(buf, dtype).reshape(b - a, width) if width > 1 else np.frombuffer(buf, dtype)
+    def __del__(self):
+        for fd in getattr(self, "fds", {}).values():
+            os.close(fd)
+
+    def _read(self, name: str, a: int, b: int, width: int | None, dtype: np.dtype) -> np.ndarray:
+        """Rows ``a:b`` of one array: (b - a, width), or (b - a,) when ``width`` is None."""
+        size = dtype.itemsize * (width or 1)
+        buf = os.pread(self.fds[name], (b - a) * size, self.data_start[name] + a * size)
+        return np.frombuffer(buf, dtype).reshape((b - a, width) if width else (b - a,))
 
     def load(self, vid: str, with_times: bool = False):
         k = self.row.get(vid)
@@ -126,7 +156,7 @@ class PackedStream:
         valid = self.valid[a:b].copy()
         if not with_times:
             return feats, valid
-        return feats, valid, self._read("times", a, b, 1, np.dtype(np.float32)).astype(np.float64)
+        return feats, valid, self._read("times", a, b, None, np.dtype(np.float32)).astype(np.float64)
 
 
 def _data_offset(path: Path) -> int:

@@ -9,20 +9,19 @@ models with the samples.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from eri.constants import EMOTIONS
+from eri.data.labels import labels_of
 from eri.errors import InputError
 from eri.training.metrics import paired_bootstrap, score
+from eri.training.run import predictions
 
 
 def dataset_of(run: Path) -> dict:
     """``{root, layout}`` a run or ensemble directory was scored on."""
-    import json
-
     from eri.config import load_config
 
     if (run / "metrics.json").is_file() and (run / "members.csv").is_file():  # an ensemble
@@ -33,18 +32,8 @@ def dataset_of(run: Path) -> dict:
     return {"root": cfg.data.root, "layout": cfg.data.layout}
 
 
-def predictions(run: Path, split: str) -> pd.DataFrame:
-    path = run / f"predictions_{split}.csv"
-    if not path.is_file():
-        raise InputError(f"{run}: no {path.name}")
-    df = pd.read_csv(path, dtype={"File_ID": str}).set_index("File_ID")
-    return df[list(EMOTIONS)].astype(float)
-
-
 def compare(a: str | Path, b: str | Path, split: str = "test", resamples: int = 1000, seed: int = 0) -> dict:
     """A minus B: mean PCC and per emotion, each with its 95% interval and p-value."""
-    from eri.data.labels import read_manifest
-
     a, b = Path(a), Path(b)
     pa, pb = predictions(a, split), predictions(b, split)
     only_a, only_b = sorted(set(pa.index) - set(pb.index)), sorted(set(pb.index) - set(pa.index))
@@ -57,13 +46,26 @@ def compare(a: str | Path, b: str | Path, split: str = "test", resamples: int = 
     if Path(da["root"]).resolve() != Path(db["root"]).resolve():
         raise InputError(f"{a} was scored on {da['root']} and {b} on {db['root']}: not the same videos")
     ids = sorted(pa.index)
-    y = read_manifest(da["root"], da.get("layout", "auto")).set_index("File_ID").reindex(ids)[list(EMOTIONS)].to_numpy(float)
+    y = labels_of(da["root"], da.get("layout", "auto"), ids)
     if np.isnan(y).any():
         raise InputError(f"{int(np.isnan(y).any(axis=1).sum())} of the {split} videos have no labels: nothing to compare on")
     xa, xb = pa.loc[ids].to_numpy(), pb.loc[ids].to_numpy()
     res = paired_bootstrap(xa, xb, y, resamples, seed)
-    return {"a": str(a), "b": str(b), "split": split, "videos": len(ids),
+    caution = [f"{r}: {why}" for r in (a, b) if (why := optimistic(r, split))]
+    return {"a": str(a), "b": str(b), "split": split, "videos": len(ids), "caution": caution,
             "a_mean_pcc": score(xa, y)["mean_pcc"], "b_mean_pcc": score(xb, y)["mean_pcc"], **res}
+
+
+def optimistic(run: Path, split: str) -> str | None:
+    """Why ``run``'s scores on ``split`` are optimistic (it chose something on those videos), or None."""
+    if split != "val":
+        return None
+    if (run / "members.csv").is_file():
+        return json.loads((run / "metrics.json").read_text())["val"].get("optimistic")
+    from eri.config import load_config
+
+    cv = load_config(run / "config.yaml").data.cv
+    return None if cv.folds and cv.select == "last" else "its best epoch was chosen on val"
 
 
 def format_comparison(res: dict) -> str:
@@ -76,4 +78,5 @@ def format_comparison(res: dict) -> str:
                      + ("  *" if s["excludes_0"] else ""))
     verdict = "A is better" if m["ci"][0] > 0 else "B is better" if m["ci"][1] < 0 else "within the noise: no difference established"
     lines.append(f"mean PCC: A {res['a_mean_pcc']:.4f}, B {res['b_mean_pcc']:.4f}; {verdict}  (* interval excludes 0)")
+    lines += [f"caution: {c}: prefer --split test" for c in res.get("caution", [])]
     return "\n".join(lines)

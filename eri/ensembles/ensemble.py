@@ -7,15 +7,16 @@
     <out>/members.csv             each member's val/test mean PCC and its runs
     <out>/members.png             per-emotion PCC of each member against the ensemble, with 95% intervals
 
-The ensemble's "val" is always held out: cross-fitted within the fit set (`eri.ensembles.combiners`).
-Test is scored once, with the combiner fitted on the whole fit set. With ``search.n_trials`` > 0 an
-Optuna study chooses the members and the combiner on the cross-fitted val score; the chosen one's val
-is then a selection score (reported as ``val_selected``), and only its test is an honest estimate.
+The combiner never sees the predictions it is scored on: the ensemble's "val" is cross-fitted within
+the fit set (`eri.ensembles.combiners`), and test is scored once, with the combiner fitted on the
+whole fit set. Val is still optimistic, and ``metrics["val"]["optimistic"]`` says why, when the
+members chose their best epoch on those same videos (plain runs select on val; out-of-fold members
+with ``cv.select: last`` do not), or when ``search.n_trials`` > 0 let Optuna choose the members and
+the combiner on that very score. Test is then the honest estimate.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from eri.ensembles.members import Member, build_members, labels, stack
 from eri.errors import InputError
 from eri.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from eri.training.metrics import bootstrap_ci, bootstrap_counts, percentile_ci, resampled_pcc, score
+from eri.training.run import ceiling_of
 
 
 def _scored(pred: np.ndarray, y: np.ndarray, ecfg) -> dict:
@@ -82,6 +84,11 @@ def run_ensemble(ecfg, progress=print) -> dict:
         selected, combiner, val_selected = search(members, ecfg)
     result = combine(selected, combiner, ecfg)
     others = {name: combine(selected, name, ecfg) for name in COMBINERS if name != combiner} if len(selected) > 1 else {}
+    optimistic = ("chosen by the Optuna search on this very score" if val_selected is not None else
+                  "its members chose their best epoch on these videos" if any(m.chose_on_fit_set for m in selected)
+                  else None)
+    if optimistic and "mean_pcc" in result["val"]:
+        result["val"]["optimistic"] = optimistic + ": test is the honest score"
     metrics = {
         "val": result["val"], "test": result["test"], "combiner": result["final"],
         "fit_set": "out-of-fold predictions of the fold pool" if members[0].data["cv"] else "the val split",
@@ -92,9 +99,8 @@ def run_ensemble(ecfg, progress=print) -> dict:
         "data": members[0].data,
     }
     if val_selected is not None:
-        metrics["val_selected"] = {"mean_pcc": val_selected, "note": "chosen by the search on this score: optimistic"}
         metrics["not_selected"] = [m.name for m in members if m not in selected]
-    ceiling = _ceiling(members[0].data)
+    ceiling = ceiling_of(members[0].data["root"], folds=bool(members[0].data["cv"]))
     if ceiling:
         metrics["ceiling"] = ceiling
     out.mkdir(parents=True, exist_ok=True)
@@ -126,14 +132,6 @@ def _mean_of_members(members: list[Member], result: dict) -> dict:
         if not np.isnan(y).any():
             out[split] = float(np.mean([score(xm, y)["mean_pcc"] for xm in x]))
     return out
-
-
-def _ceiling(data: dict) -> dict | None:
-    path = Path(data["root"]) / "synthetic.json"
-    if not path.is_file():
-        return None
-    c = json.loads(path.read_text())["ceiling"]
-    return {"test": c["test"]} if data["cv"] else {k: c[k] for k in ("val", "test")}
 
 
 def figure(path: Path, members: list[Member], result: dict, ecfg) -> None:

@@ -20,9 +20,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from eri.config import load_config
-from eri.constants import EMOTIONS
+from eri.data.labels import labels_of
 from eri.errors import InputError
 from eri.training.cache import cached_train
+from eri.training.run import predictions
 
 
 @dataclass
@@ -33,6 +34,13 @@ class Member:
     test: pd.DataFrame  # File_ID -> 7 intensities on test
     data: dict  # what the member was trained on (see `data_signature`)
     scores: dict = field(default_factory=dict)  # per-run metrics.json, for the record
+
+    @property
+    def chose_on_fit_set(self) -> bool:
+        """Whether its runs picked their epoch on the very videos a combiner is fitted on (the val
+        split; out-of-fold members only with ``cv.select: best``): the fit set's scores are then optimistic."""
+        cv = self.data["cv"]
+        return cv is None or cv.get("select") == "best"
 
 
 def data_signature(cfg) -> dict:
@@ -45,23 +53,15 @@ def data_signature(cfg) -> dict:
             "synthetic_seed": d.synthetic_seed if d.synthetic else None, "cv": cv}
 
 
-def _predictions(run: Path, split: str) -> pd.DataFrame:
-    path = run / f"predictions_{split}.csv"
-    if not path.is_file():
-        raise InputError(f"{run}: no {path.name}: not a finished run")
-    df = pd.read_csv(path, dtype={"File_ID": str}).set_index("File_ID")
-    missing = [e for e in EMOTIONS if e not in df.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {missing}")
-    return df[list(EMOTIONS)].astype(float)
-
-
 def _read_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     if not (run / "config.yaml").is_file():
         raise InputError(f"{run}: no config.yaml: not a run directory")
     cfg = load_config(run / "config.yaml")
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-    return _predictions(run, "val"), _predictions(run, "test"), data_signature(cfg), metrics
+    try:
+        metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    except ValueError as e:
+        raise InputError(f"{run / 'metrics.json'} is damaged ({e})") from None
+    return predictions(run, "val"), predictions(run, "test"), data_signature(cfg), metrics
 
 
 def build_members(ecfg, progress=print) -> list[Member]:
@@ -126,10 +126,7 @@ def check_members(members: list[Member]) -> None:
 
 def labels(data: dict, ids) -> np.ndarray:
     """(N, 7) labels of ``ids`` (NaN where unlabeled) from the dataset the members were trained on."""
-    from eri.data.labels import read_manifest
-
-    manifest = read_manifest(data["root"], data["layout"]).set_index("File_ID")
-    return manifest.reindex(list(ids))[list(EMOTIONS)].to_numpy(np.float64)
+    return labels_of(data["root"], data["layout"], ids)
 
 
 def stack(members: list[Member], split: str) -> tuple[list[str], np.ndarray]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eri.errors import WeightsError
 from eri.features.base import Extractor
 
 SAMPLE_RATE = 16000
@@ -67,11 +68,11 @@ class SSLAudioExtractor(Extractor):
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"audio_ssl: no model in {path} (config.json missing); {HOW_TO_GET}")
+            raise WeightsError(f"audio_ssl: no model in {path} (config.json missing); {HOW_TO_GET}")
         if normalize is None:
             pre = path / "preprocessor_config.json"
             if not pre.is_file():
-                raise FileNotFoundError(
+                raise WeightsError(
                     f"audio_ssl: {pre} is missing; set `normalize: true|false` in the extractor "
                     "config (wav2vec2-base: true)"
                 )

@@ -49,7 +49,6 @@ class ExtractConfig:
     extractors: list = field(default_factory=list)  # [{name, stream?, dtype?, config: {...}}]
 
 
-STREAM_KEYS = ("name", "stream", "dtype", "config")
 
 
 def load_extract_config(path: str | Path | None = None, overrides: list[str] = ()) -> Any:

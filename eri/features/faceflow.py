@@ -20,7 +20,6 @@ from eri.align import align_faces
 from eri.features.faces import TrackStream
 from eri.features.video import DecodeError, FrameStream
 
-
 GROUP_MB = 128  # full-size frames aligned at once
 
 
@@ -60,7 +59,7 @@ def face_flow(path, cfg, detector, as_numpy: bool = False):
         nonlocal offset
         for frames, track in blocks:
             for i in np.flatnonzero(track.valid):
-                held_frames.append(frames[i])
+                held_frames.append(frames[i].copy())  # a view would keep its whole chunk alive
                 held_lms.append(track.landmarks[i])
                 held_idx.append(offset + i)
             valid.append(track.valid)

@@ -172,6 +172,15 @@ class FaceDetector:
         track.detected[idx] = True
 
 
+def make_detector(cfg) -> FaceDetector:
+    """The detector an extraction config asks for (its ``faces`` keys but the crop size, its device)."""
+    from omegaconf import OmegaConf
+
+    fc = OmegaConf.to_container(cfg.faces) if not isinstance(cfg.faces, dict) else dict(cfg.faces)
+    fc.pop("crop_size")
+    return FaceDetector(**fc, device=cfg.device)
+
+
 class TrackStream:
     """Every-k-th detection over a video that arrives in chunks, identical in its choices to detecting
     on the whole video at once: keyframes are frames 0, k, 2k, ... of the video and its last frame,

@@ -72,11 +72,9 @@ class Extraction:
     @property
     def detector(self):
         if self._detector is None:
-            from eri.features.faces import FaceDetector
+            from eri.features.faces import make_detector
 
-            fc = OmegaConf.to_container(self.cfg.faces)
-            fc.pop("crop_size")
-            self._detector = FaceDetector(**fc, device=self.cfg.device)
+            self._detector = make_detector(self.cfg)
         return self._detector
 
     # -- meta
@@ -266,13 +264,13 @@ class Extraction:
         rows = list(videos.itertuples(index=False))
         todo = {row.File_ID: self.todo(row.File_ID) for row in rows}
         jobs = jobs_for(rows, todo) if workers else []
-        pool = Workers(self.cfg, jobs, workers) if jobs else None
         job_of = {job.vid: i for i, job in enumerate(jobs)}
         t0 = time.perf_counter()
         bar = tqdm(rows, total=len(rows), desc=f"extract {k}/{n}" if n > 1 else "extract", unit="video",
                    disable=not self.progress)
-        interrupted = False
+        interrupted, pool = False, None
         try:
+            pool = Workers(self.cfg, jobs, workers) if jobs else None
             for row in bar:
                 streams = todo[row.File_ID]
                 if not streams:

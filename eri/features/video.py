@@ -42,6 +42,16 @@ class Video:
     damage: str | None = None  # why decoding stopped early (a truncated or damaged file), None if it did not
     decoded_frames: int = 0  # native frames decoded (before any ``fps`` resampling)
 
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def duration(self) -> float:
+        if self.n_frames:
+            return float(self.timestamps[-1]) + 1.0 / max(self.fps, 1e-6)
+        return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
+
     def partial(self) -> str | None:
         """A one-line note when fewer frames were decoded than the container promises, else None."""
         return partial_note(self.path, self.promised_frames, self.decoded_frames, self.damage)
@@ -119,6 +129,7 @@ class FrameStream:
         return partial_note(self.path, self.promised_frames, self.decoded_frames, self.damage)
 
     def __iter__(self):
+        self.decoded_frames, self.damage, self.rotation = 0, None, 0
         path = self.path
         if not path.exists():
             raise DecodeError(f"{path}: file not found")

@@ -47,11 +47,9 @@ def _worker(cfg: dict, jobs: list[Job], out) -> None:
             if job.faces:
                 try:
                     if detector is None:
-                        from eri.features.faces import FaceDetector
+                        from eri.features.faces import make_detector
 
-                        fc = dict(cfg.faces)
-                        fc.pop("crop_size")
-                        detector = FaceDetector(**fc, device=cfg.device)
+                        detector = make_detector(cfg)
                     for event in face_flow(job.path, cfg, detector, as_numpy=True):
                         out.put(("face", job.vid, event))
                 except DecodeError as e:
@@ -142,6 +140,9 @@ class Workers:
                 p.terminate()
         for p in self.procs:
             p.join(timeout=10)
+        for q in self.queues:
+            q.close()
+            q.cancel_join_thread()
 
 
 def jobs_for(rows, todo: dict[str, list]) -> list[Job]:

@@ -21,7 +21,7 @@ def token_attention(model, x: dict, lengths: dict) -> dict[str, np.ndarray]:
     for name, branch in model.branches.items():
         if hasattr(branch.encoder, "token_attention"):
             feats, lens = branch.inputs(x, lengths)
-            attn[name] = branch.encoder.token_attention(feats, lens).numpy()
+            attn[name] = branch.encoder.token_attention(feats, lens).cpu().numpy()
     return attn
 
 

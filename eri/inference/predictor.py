@@ -14,6 +14,7 @@ stride, frames without a face dropped, column slices, padding; a video under the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -37,7 +38,10 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, source: str = ""):
         self.model, self.spec, self.source = model.eval(), spec, source
-        self.policy = InputPolicy(**spec.policy)
+        try:
+            self.policy = InputPolicy(**spec.policy)
+        except TypeError as e:
+            raise CheckpointError(f"{source}: its input policy is not one eri knows ({e})") from None
         self.specs = list(spec.stream_dims)
         self.per_frame = {name: m.get("rate") == "frame" for name, m in spec.streams.items()}
         self.train_mean = np.asarray(spec.train_mean, np.float64)
@@ -102,10 +106,9 @@ class Predictor:
             media = out / "store" / "videos"
             media.mkdir(parents=True, exist_ok=True)
             for v, vid in zip(videos, ids):  # the store's dataset is a folder of links to the given files
-                link = media / f"{vid}{v.suffix.lower()}"
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                link.symlink_to(v.resolve())
+                for old in [*media.glob(f"{vid}.*"), *(out / "store" / "features").glob(f"*/{vid}.npz")]:
+                    old.unlink()  # an earlier call's video of the same name: never reused
+                (media / f"{vid}{v.suffix.lower()}").symlink_to(v.resolve())
             ecfg = extraction_config(self.spec.streams, device)
             ecfg.videos_dir = "videos"
             job = Extraction(ecfg, out / "store", progress=progress)
@@ -122,7 +125,7 @@ class Predictor:
                 else:
                     rows.append({"video": str(v), "File_ID": vid, **df.loc[vid].to_dict()})
             result = pd.DataFrame(rows)
-            if figures and ok:
+            if figures and ok and tmp is None:  # figures need a folder to stay in
                 self._figures(out, inputs, result.set_index("File_ID"))
             if tmp is None:
                 atomic_write_text(out / "predictions.csv", result.to_csv(index=False))
@@ -136,11 +139,14 @@ class Predictor:
         from eri.inference.figures import plot_video, token_attention
 
         branch_streams = {n: b.streams for n, b in self.model.branches.items()}
+        dev = next(self.model.parameters()).device
         for vid, v in inputs.items():
             attn = {}
             if v.usable:
                 batch = collate([{"index": 0, "x": {s: torch.from_numpy(v.x[s]) for s in self.specs}, "y": torch.zeros(7)}])
-                attn = {b: a[0] for b, a in token_attention(self.model, batch["x"], batch["lengths"]).items()}
+                x = {s: t.to(dev) for s, t in batch["x"].items()}
+                lengths = {s: t.to(dev) for s, t in batch["lengths"].items()}
+                attn = {b: a[0] for b, a in token_attention(self.model, x, lengths).items()}
             row = result.loc[vid]
             plot_video(out / f"{vid}.png", vid, v.x, v.times, attn, branch_streams,
                        row[list(EMOTIONS)].to_numpy(float), row["note"], self.spec.streams)
@@ -205,8 +211,8 @@ def legacy_spec(run: Path, state_dict: dict) -> ModelSpec:
     stats = None
     if cfg.data.standardize:  # each branch's buffers are its streams' statistics, concatenated
         stats = {}
-        for b in OmegaConf.to_container(cfg.model.branches):
-            name = b.get("name") or f"branch{len(stats)}"
+        for i, b in enumerate(OmegaConf.to_container(cfg.model.branches)):
+            name = b.get("name") or f"branch{i}"
             mean, std = state_dict[f"model.branches.{name}.mean"], state_dict[f"model.branches.{name}.std"]
             for s, m, sd in zip(b["streams"], mean.split([dims[s] for s in b["streams"]]),
                                 std.split([dims[s] for s in b["streams"]])):
@@ -227,14 +233,14 @@ def legacy_spec(run: Path, state_dict: dict) -> ModelSpec:
         branches=OmegaConf.to_container(cfg.model.branches, resolve=True),
         fusion=OmegaConf.to_container(cfg.model.fusion, resolve=True),
         stream_dims=dims, stats=stats,
-        policy={"drop_invalid_frames": d.drop_invalid_frames, "min_valid_frames": d.min_valid_frames,
-                "frame_stride": d.frame_stride},
+        policy=dataclasses.asdict(InputPolicy.of(d)),
         train_mean=train_mean, streams=metas, eri_version="<0.2 (run directory)",
     )
 
 
 def extraction_config(metas: dict[str, dict], device: str = "cpu"):
     """The extraction config that reproduces the training streams (face/decode settings must agree)."""
+    from eri.config import guard
     from eri.features.config import ExtractConfig
 
     faces = decode = None
@@ -246,10 +252,10 @@ def extraction_config(metas: dict[str, dict], device: str = "cpu"):
                 "model trained on synthetic or organiser features cannot process new videos"
             )
         if "faces" in m:
-            if faces is not None and (m["faces"] != faces or m["decode"] != decode):
+            if faces is not None and (m["faces"] != faces or m.get("decode") != decode):
                 raise InputError(f"stream '{stream}' was extracted with other face/decode settings than another stream")
-            faces, decode = m["faces"], m["decode"]
+            faces, decode = m["faces"], m.get("decode") or {}
         conf = {k: v for k, v in m.get("config", {}).items() if k != "device"}  # this machine's device applies
         extractors.append({"name": m["extractor"], "stream": stream, "dtype": m.get("dtype", "float32"), "config": conf})
     update = {"extractors": extractors, "device": device, "layout": "folder", **({"faces": faces, "decode": decode} if faces else {})}
-    return OmegaConf.merge(OmegaConf.structured(ExtractConfig), update)
+    return guard(lambda: OmegaConf.merge(OmegaConf.structured(ExtractConfig), update), "the model's extraction settings")

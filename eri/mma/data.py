@@ -119,7 +119,7 @@ def _present(rec: Records, root: Path, what: str) -> Records:
     """Rows whose image lies inside ``root`` (a table from elsewhere cannot point the reader at other
     files) and exists; the others are skipped and counted."""
     base = os.path.abspath(root)
-    inside = np.array([os.path.commonpath([base, os.path.normpath(os.path.join(base, p))]) == base for p in rec.paths], bool)
+    inside = np.array([os.path.commonpath([base, os.path.abspath(p)]) == base for p in rec.paths], bool)
     rec = _keep(rec, inside, f"image path outside {root}: refused")
     return _keep(rec, np.array([p.exists() for p in rec.paths], bool), what)
 

@@ -24,7 +24,7 @@ from eri.io import atomic_write_text
 from eri.mma.config import TASKS
 from eri.mma.data import READERS, FaceDataset, MixSampler, Records, build_augment
 from eri.mma.task import MMATask
-from eri.training.skeleton import check_resume, configure_cpu, fit
+from eri.training.skeleton import check_resume, configure_cpu, fit, prepare_once
 
 
 def _restrict(rec: Records, tasks) -> Records:
@@ -120,8 +120,7 @@ def train_mma(cfg: DictConfig) -> dict:
     resume = check_resume(out, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = MMADataModule(cfg)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        dm.prepare_data()
+    prepare_once(dm)
     dm.setup("fit")
     task = build_task(cfg, dm)
     has_val = bool(dm.val_sets)

@@ -33,7 +33,6 @@ from omegaconf import DictConfig
 
 from eri.config import ConfigError, load_config, read_yaml
 from eri.io import atomic_write_bytes, atomic_write_text
-from eri.constants import EMOTIONS
 from eri.training.cache import cached_train
 
 
@@ -247,9 +246,9 @@ def run_table(
     k-th (several processes share the work); the table is written by an unsharded run (all cached)."""
     progress = progress or (lambda *_: None)
     folder = Path(out) / table.name
-    results, run_dirs, trained, root = [], {}, 0, None
+    results, run_dirs, trained, root, layout = [], {}, 0, None, "auto"
     for row in table.rows:
-        vals, tests, ceil, dirs, errors = [], [], [], [], []
+        vals, tests, ceil, dirs, errors = [], [], [], {}, []
         for seed in range(seeds):
             job = len(results) * seeds + seed
             if shard[1] > 1 and job % shard[1] != shard[0]:
@@ -257,7 +256,7 @@ def run_table(
             try:
                 cfg = resolve(table, row, preset, seed, extra, data_root)
                 metrics, did, run_dir = cached_train(cfg, runs)
-                root = root or cfg.data.root
+                root, layout = root or cfg.data.root, cfg.data.layout
             except Exception as e:  # one bad row never stops the table: report it
                 errors.append(f"seed {seed}: {type(e).__name__}: {e}")
                 progress(f"  {table.name} | {row.name} | seed {seed}: FAILED {type(e).__name__}: {e}")
@@ -268,7 +267,7 @@ def run_table(
                 tests.append(metrics["test"]["mean_pcc"])
             if "ceiling" in metrics:
                 ceil.append(metrics["ceiling"]["val"])
-            dirs.append(run_dir)
+            dirs[seed] = run_dir
             progress(f"  {table.name} | {row.name} | seed {seed}: val {vals[-1]:.4f} ({'trained' if did else 'cached'})")
         run_dirs[row.name] = dirs
         (vm, vs), (tm, ts) = _stats(vals), _stats(tests)
@@ -282,40 +281,41 @@ def run_table(
                 "test_mean": tm,
                 "test_std": ts,
                 "val_ceiling": ceil[0] if ceil else None,
-                "runs": " ".join(d.name for d in dirs),
+                "runs": " ".join(d.name for d in dirs.values()),
                 "error": "; ".join(errors),
             }
         )
     if shard[1] > 1:
         return {"table": table.name, "rows": results, "trained": trained, "folder": str(folder)}
-    _against_reference(table, results, run_dirs, root)
+    _against_reference(table, results, run_dirs, root, layout)
     write_table(table, results, folder, preset=preset, seeds=seeds, extra=list(extra))
     return {"table": table.name, "rows": results, "trained": trained, "folder": str(folder)}
 
 
-def _against_reference(table: Table, results: list[dict], run_dirs: dict, root) -> None:
-    """Each row minus the reference row in val mean PCC: paired bootstrap over the same videos, the
-    PCCs averaged over the seeds both rows finished (`eri.training.metrics.paired_bootstrap`)."""
-    from eri.ensembles.compare import predictions
+def _against_reference(table: Table, results: list[dict], run_dirs: dict, root, layout: str = "auto") -> None:
+    """Each row minus the reference row in **test** mean PCC (val chose every run's epoch, test chose
+    nothing): paired bootstrap over the same videos, PCCs averaged over the seeds both rows finished,
+    paired by seed (`eri.training.metrics.paired_bootstrap`)."""
+    from eri.data.labels import labels_of
     from eri.training.metrics import paired_bootstrap
+    from eri.training.run import predictions
 
-    ref = run_dirs.get(table.reference) or []
+    ref = run_dirs.get(table.reference) or {}
     if not ref or root is None:
         return
-    from eri.data.labels import read_manifest
-
-    ids = sorted(predictions(ref[0], "val").index)
-    y = read_manifest(root).set_index("File_ID").reindex(ids)[list(EMOTIONS)].to_numpy(float)
+    ids = sorted(predictions(next(iter(ref.values())), "test").index)
+    y = labels_of(root, layout, ids)
+    if np.isnan(y).any():
+        return  # a test split without labels (ABAW5): no paired comparison
     for r in results:
-        dirs = run_dirs[r["row"]]
-        n = min(len(dirs), len(ref))
-        if r["row"] == table.reference or n == 0:
+        seeds = sorted(set(run_dirs[r["row"]]) & set(ref))
+        if r["row"] == table.reference or not seeds:
             continue
-        a = np.stack([predictions(d, "val").loc[ids].to_numpy() for d in dirs[:n]])
-        b = np.stack([predictions(d, "val").loc[ids].to_numpy() for d in ref[:n]])
+        a = np.stack([predictions(run_dirs[r["row"]][s], "test").loc[ids].to_numpy() for s in seeds])
+        b = np.stack([predictions(ref[s], "test").loc[ids].to_numpy() for s in seeds])
         d = paired_bootstrap(a, b, y)["mean_pcc"]
-        r.update(val_diff=d["diff"], val_diff_lo=d["ci"][0], val_diff_hi=d["ci"][1], val_diff_p=d["p"],
-                 val_diff_excludes_0=d["excludes_0"])
+        r.update(test_diff=d["diff"], test_diff_lo=d["ci"][0], test_diff_hi=d["ci"][1], test_diff_p=d["p"],
+                 test_diff_excludes_0=d["excludes_0"])
 
 
 def _fmt(m: float, s: float, n: int) -> str:
@@ -332,21 +332,22 @@ def write_table(table: Table, results: list[dict], folder: Path, preset: str, se
     df = pd.DataFrame(results)
     atomic_write_text(folder / "table.csv", df.to_csv(index=False, float_format="%.6f"))
     head = ["row", "paper val", f"val mean PCC ({seeds} seed{'s' * (seeds > 1)})", "test mean PCC",
-            "val vs reference, 95% CI"]
+            "test vs reference, 95% CI"]
     body = [
         [
             r["row"] + (" (reference)" if r["row"] == table.reference else ""),
             "" if r["paper_val"] is None else f"{r['paper_val']:.3f}",
             _fmt(r["val_mean"], r["val_std"], r["seeds"]),
             _fmt(r["test_mean"], r["test_std"], r["seeds"]),
-            f"{r['val_diff']:+.4f} [{r['val_diff_lo']:+.4f}, {r['val_diff_hi']:+.4f}]" + (" *" if r["val_diff_excludes_0"] else "")
-            if r.get("val_diff") is not None else "",
+            f"{r['test_diff']:+.4f} [{r['test_diff_lo']:+.4f}, {r['test_diff_hi']:+.4f}]" + (" *" if r["test_diff_excludes_0"] else "")
+            if r.get("test_diff") is not None else "",
         ]
         for r in results
     ]
     note = (f"preset `{preset}`, seeds 0..{seeds - 1}" + (f", overrides `{' '.join(extra)}`" if extra else "")
-            + "; mean ± std over seeds; the last column is each row minus the reference row in val mean PCC, "
-            "paired bootstrap over the same videos (1000 resamples, PCCs averaged over seeds); * the interval excludes 0")
+            + "; mean ± std over seeds; the last column is each row minus the reference row in test mean PCC "
+            "(val chose each run's epoch; test chose nothing), paired bootstrap over the same videos (1000 "
+            "resamples, PCCs averaged over the seeds, paired by seed); * the interval excludes 0")
     grid = tabulate(body, head, tablefmt="github", colalign=("left", "right", "right", "right", "right"), disable_numparse=True)
     md = f"### {table.title}\n\n{grid}\n\n"
     md += f"{note}. Paper: {table.claim}.\n"

@@ -31,9 +31,13 @@ def make_storage(url: str, heartbeat_s: int, max_retry: int):
             heartbeat_stale_trial_callback=retry,
         )
     except Exception as e:  # a bad URL or an unreachable server: say which
-        raise ConfigError(mask_secrets(f"cannot open the study storage {url}: {type(e).__name__}: {e}")) from None
+        raise storage_error(url, e) from None
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_error(url: str, e: Exception) -> ConfigError:
+    return ConfigError(mask_secrets(f"cannot open the study storage {url}: {type(e).__name__}: {e}"))
 
 
 class StudyLock:

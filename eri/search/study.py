@@ -39,9 +39,9 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from eri.config import ConfigError, load_config, load_structured, rule, to_yaml
-from eri.io import atomic_write_bytes, atomic_write_text, mask_secrets
+from eri.io import atomic_write_bytes, atomic_write_text, inside, mask_secrets
 from eri.search.space import SPACE_KEYS, Space
-from eri.search.storage import StudyLock, make_storage, quiet_experimental, slots_used
+from eri.search.storage import StudyLock, make_storage, quiet_experimental, slots_used, storage_error
 
 OBJECTIVE = "val/mean_pcc"
 
@@ -144,7 +144,7 @@ class Search:
         except ConfigError:
             raise
         except Exception as e:  # noqa: BLE001 - an unreachable server, a bad URL or password: say which, masked
-            raise ConfigError(mask_secrets(f"cannot open the study storage {scfg.storage}: {type(e).__name__}: {e}")) from None
+            raise storage_error(scfg.storage, e) from None
         self.pruner = _make_pruner(scfg.pruner, int(self.space.base.trainer.max_epochs))
         self._current = None
 
@@ -167,7 +167,7 @@ class Search:
 
         self._current = trial
         self.lock.release()  # the trial is registered: other workers may count and start theirs
-        run_dir = trial.user_attrs.get("run_dir") or str(self.out / "trials" / f"{trial.number:04d}")
+        run_dir = str(inside(self.out, "trials", Path(trial.user_attrs.get("run_dir") or f"{trial.number:04d}").name))
         trial.set_user_attr("run_dir", run_dir)  # a retry inherits it and resumes there
         try:
             updates = self.space.updates(self.space.sample(trial))
@@ -182,7 +182,7 @@ class Search:
         except optuna.TrialPruned:
             raise
         except Exception as e:  # recorded with the trial; the study goes on (optimize(catch=...))
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            trial.set_user_attr("error", mask_secrets(f"{type(e).__name__}: {e}")[:2000])
             raise
 
     def _interrupted(self, study) -> None:

@@ -12,18 +12,18 @@ taken as fixed). Presets are expanded before hashing, so a changed encoder prese
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from eri.config import NOT_NUMERIC
+from eri.errors import InputError
 from eri.io import atomic_write_json, stable_hash
 
-
-# Keys that never change a run's numbers: left out of the key, so a finished run is found whatever
-# they were set to. Bump CACHE_VERSION when a default that changes numbers changes (old keys then miss).
-NOT_NUMERIC = ("out", "model.preset", "trainer.progress_bar", "trainer.logger", "data.num_workers", "data.cache")
+# Bump CACHE_VERSION when a default that changes numbers changes (old keys then miss).
 CACHE_VERSION = 1
 
 
@@ -37,7 +37,8 @@ def _flat(d, prefix=""):
 
 def run_key(cfg: DictConfig) -> str:
     """The config's settings that differ from the schema's defaults (so adding a key to eri with a
-    default does not rename every cached run), minus `NOT_NUMERIC`, plus the synthetic generator's hash."""
+    default does not rename every cached run), minus keys that cannot change the numbers
+    (`eri.config.NOT_NUMERIC`: a finished run is found whatever they were), plus the generator's hash."""
     defaults = dict(_flat(OmegaConf.to_container(OmegaConf.structured(OmegaConf.get_type(cfg)))))
     own = {k: v for k, v in _flat(OmegaConf.to_container(cfg, resolve=True))
            if k not in NOT_NUMERIC and (k not in defaults or defaults[k] != v)}
@@ -49,17 +50,28 @@ def run_key(cfg: DictConfig) -> str:
 
 
 def cached_train(cfg: DictConfig, runs: str | Path) -> tuple[dict, bool, Path]:
-    """``(metrics, trained, run_dir)``: a finished run of the same key is read, not retrained."""
+    """``(metrics, trained, run_dir)``: a finished run of the same key is read, not retrained. Processes
+    sharing ``runs`` take a lock per key, so one trains while the others wait and then read it."""
     from eri.training.run import train
 
     out = Path(runs) / run_key(cfg)
     done = out / "metrics.json"
-    if done.exists():
-        return json.loads(done.read_text()), False, out
-    cfg = cfg.copy()
-    cfg.out = str(out)
-    t = time.perf_counter()
-    metrics = train(cfg)
-    metrics["train_seconds"] = round(time.perf_counter() - t, 1)
-    atomic_write_json(done, metrics)  # rewritten with the time it took
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return _read(done), False, out
+        cfg = cfg.copy()
+        cfg.out = str(out)
+        t = time.perf_counter()
+        metrics = train(cfg)
+        metrics["train_seconds"] = round(time.perf_counter() - t, 1)
+        atomic_write_json(done, metrics)  # rewritten with the time it took
     return metrics, True, out
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is damaged ({type(e).__name__}: {e}); delete its run folder to retrain it") from None

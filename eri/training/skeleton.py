@@ -24,12 +24,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from eri.config import load_structured, to_yaml
+from eri.config import NOT_NUMERIC, load_structured, to_yaml
 from eri.errors import ConfigError
 from eri.io import atomic_write_text, load_torch
 
-# keys a resume may change (max_epochs) or that are labels once the config is resolved (out, the size preset)
-RESUMABLE = ("trainer.max_epochs", "out", "model.preset")
+# keys a resume may change: max_epochs, and every key that cannot change the numbers
+RESUMABLE = ("trainer.max_epochs", *NOT_NUMERIC)
 
 
 class RNGState(Callback):
@@ -43,6 +43,7 @@ class RNGState(Callback):
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         version, state, py_gauss = random.getstate()
         checkpoint[self.KEY] = {
+            **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": [version, list(state), py_gauss],
@@ -53,6 +54,8 @@ class RNGState(Callback):
             return
         rng = checkpoint[self.KEY]
         torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         kind, keys, pos, has_gauss, gauss = rng["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, state, py_gauss = rng["python"]
@@ -72,6 +75,13 @@ def configure_cpu(cfg: DictConfig) -> None:
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and isinstance(t.devices, int) and t.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
+
+
+def prepare_once(datamodule: L.LightningDataModule) -> None:
+    """``prepare_data`` (synthetic data, packed copies) in the first process of a machine only: DDP ranks
+    that Lightning starts later find it done."""
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        datamodule.prepare_data()
 
 
 def check_resume(out: Path, cfg: DictConfig) -> Path | None:
