@@ -186,3 +186,19 @@ def test_compare_pairs_the_same_videos_and_refuses_others(ensembles, capsys):
     assert res["mean_pcc"]["diff"] == pytest.approx(res["a_mean_pcc"] - res["b_mean_pcc"], abs=1e-9)
     assert compare_main([str(tmp / "folds"), str(plain[0]), "--split", "val"]) == EXIT_INPUT  # pool vs val split
     assert "do not cover the same val videos" in capsys.readouterr().err
+
+
+def test_sharded_processes_share_the_training_then_one_run_combines(ensembles, tiny_root, tmp_path):
+    """`--shard K/N` trains every N-th member run; the unsharded rerun only reads the cache."""
+    tmp, seeds, _ = ensembles
+    cfg = lambda: load_ensemble_config("configs/ensemble/demo_seeds.yaml", [  # noqa: E731
+        f"runs={tmp / 'cache'}", f"overrides=[data.root={tiny_root}, {', '.join(TINY)}]", "members.0.seeds=[0, 1, 2]",
+        f"out={tmp_path / 'sharded'}"])
+    before = set((tmp / "cache").glob("*/metrics.json"))
+    assert run_ensemble(cfg(), progress=None, shard=(0, 2)) is None  # seeds 0 and 2: 0 cached, 2 trained
+    assert len(set((tmp / "cache").glob("*/metrics.json")) - before) == 1 and not (tmp_path / "sharded").exists()
+    assert run_ensemble(cfg(), progress=None, shard=(1, 2)) is None  # seed 1: cached
+    trained = set((tmp / "cache").glob("*/metrics.json"))
+    m = run_ensemble(cfg(), progress=None)
+    assert set((tmp / "cache").glob("*/metrics.json")) == trained and len(m["members"]) == 3
+    assert m["members"][0]["test_mean_pcc"] == pytest.approx(seeds["members"][0]["test_mean_pcc"])

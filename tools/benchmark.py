@@ -77,7 +77,11 @@ def _run(argv=None) -> int:
     c.add_argument("--members", type=int, default=20)
     c.add_argument("--fit", default="val", choices=["val", "pool"], help="fit set: the val split or the train+val fold pool")
     c.add_argument("--out", default="benchmarks/out/ensemble.csv")
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)  # `scale train`'s key=value may follow its options too
+    if extra and not (args.what == "scale" and all("=" in e and not e.startswith("-") for e in extra)):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.what == "scale":
+        args.train_overrides += extra
 
     if args.what == "extract":
         import torch

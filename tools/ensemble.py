@@ -3,6 +3,7 @@
 
   python tools/ensemble.py --config configs/ensemble/X.yaml [--out DIR] [--runs RUN ...] [key=value ...]
   python tools/ensemble.py --runs runs/a runs/b [combiner=weights] --out DIR
+  python tools/ensemble.py --config C --shard K/N     (N processes train the members, then one unsharded run combines)
 
 Members are trained through the run cache shared with tools/ablate.py (runs/cache/<config hash>): a
 finished member is read, never retrained. The ensemble's val score is cross-fitted (the combiner is
@@ -21,6 +22,7 @@ from eri.cli import cli  # noqa: E402
 from eri.ensembles.config import load_ensemble_config  # noqa: E402
 from eri.ensembles.ensemble import run_ensemble  # noqa: E402
 from eri.errors import EXIT_OK  # noqa: E402
+from eri.features.listing import parse_shard  # noqa: E402
 
 
 def _run(argv=None) -> int:
@@ -28,12 +30,16 @@ def _run(argv=None) -> int:
     p.add_argument("--config", help="ensemble config (see configs/ensemble/)")
     p.add_argument("--runs", nargs="+", default=[], help="existing run directories to add as members")
     p.add_argument("--out", help="ensemble directory (default runs/ensemble/<config name>)")
+    p.add_argument("--shard", help="K/N: only train every N-th member run from the K-th; rerun unsharded to combine")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the ensemble config")
     a = p.parse_args(argv)
     if not a.config and not a.runs:
         p.error("give --config or --runs")
     cfg = load_ensemble_config(a.config, [*a.overrides, *([f"out={a.out}"] if a.out else [])], a.runs)
-    m = run_ensemble(cfg)
+    m = run_ensemble(cfg, shard=parse_shard(a.shard))
+    if m is None:
+        print(f"shard {a.shard}: its member runs are trained; rerun without --shard to combine")
+        return EXIT_OK
     rows = [("ensemble (" + m["combiner"]["name"] + ")", m["val"], m["test"])]
     print(f"\n{cfg.out}: {len(m['members'])} members; val = {m['fit_set']}, {m['val_is']}")
     for r in m["members"]:

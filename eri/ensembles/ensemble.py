@@ -73,11 +73,14 @@ def search(members: list[Member], ecfg) -> tuple[list[Member], str, float]:
     return [m for m in members if best.params[f"use:{m.name}"]], best.params["combiner"], best.value
 
 
-def run_ensemble(ecfg, progress=print) -> dict:
-    """Build the members, combine them, and write the ensemble directory (see the module docstring)."""
+def run_ensemble(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> dict | None:
+    """Build the members, combine them, and write the ensemble directory (see the module docstring).
+    With ``shard=(k, n)``, n > 1: only train this shard's member runs and return None (see `build_members`)."""
     progress = progress or (lambda *_: None)
     out = Path(ecfg.out)
-    members = build_members(ecfg, progress)
+    members = build_members(ecfg, progress, shard)
+    if members is None:
+        return None
     selected, val_selected = members, None
     combiner = ecfg.combiner
     if ecfg.search.n_trials:

@@ -64,10 +64,12 @@ def _read_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     return predictions(run, "val"), predictions(run, "test"), data_signature(cfg), metrics
 
 
-def build_members(ecfg, progress=print) -> list[Member]:
-    """Train the missing members (through the run cache), read the finished ones, return them checked."""
+def build_members(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> list[Member] | None:
+    """Train the missing members (through the run cache), read the finished ones, return them checked.
+    ``shard=(k, n)``: train only every n-th run (member x seed x fold) from the k-th and return None, so
+    several processes or a SLURM array share the training; an unsharded rerun then combines (all cached)."""
     progress = progress or (lambda *_: None)
-    members = []
+    members, job = [], -1
     for entry in ecfg.members:
         entry = OmegaConf.to_container(entry) if not isinstance(entry, dict) else entry
         name = entry.get("name") or Path(entry.get("config") or entry["run"]).stem
@@ -81,6 +83,9 @@ def build_members(ecfg, progress=print) -> list[Member]:
             k = entry.get("folds")
             runs = []
             for fold in range(k or 1):
+                job += 1
+                if shard[1] > 1 and job % shard[1] != shard[0]:
+                    continue
                 extra = [f"seed={seed}", "trainer.progress_bar=false"]
                 extra += [f"data.cv.folds={k}", f"data.cv.fold={fold}"] if k else []
                 cfg = load_config(entry["config"], [*entry.get("overrides", []), *ecfg.overrides, *extra])
@@ -88,7 +93,11 @@ def build_members(ecfg, progress=print) -> list[Member]:
                 progress(f"  member {name} seed {seed}" + (f" fold {fold}/{k}" if k else "") +
                          f": {'trained' if trained else 'cached'} ({run})")
                 runs.append(run)
+            if shard[1] > 1:
+                continue
             members.append(_assemble(f"{name}/seed{seed}" if len(entry.get("seeds") or [0]) > 1 else name, runs))
+    if shard[1] > 1:
+        return None
     check_members(members)
     return members
 

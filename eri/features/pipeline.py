@@ -250,8 +250,10 @@ class Extraction:
     def run(self, shard: tuple[int, int] = (0, 1), limit: int | None = None, workers: int = 0) -> dict:
         """Extract every video of the shard; ``workers`` > 0: decode, detect and align in that many
         worker processes while this one runs the extractors (`eri.features.workers`; same files)."""
+        from eri.features.video import return_freed_frames
         from eri.features.workers import Workers, jobs_for
 
+        return_freed_frames()
         videos, listing = list_videos(self.root, self.cfg.layout, self.cfg.videos_dir)
         k, n = shard
         videos = videos.iloc[k::n]

@@ -57,6 +57,24 @@ class Video:
         return partial_note(self.path, self.promised_frames, self.decoded_frames, self.damage)
 
 
+MMAP_THRESHOLD = 128 * 1024  # bytes: larger blocks are mmapped, so freed frame buffers go back to the OS
+
+
+def return_freed_frames() -> bool:
+    """Have glibc serve blocks over `MMAP_THRESHOLD` by ``mmap`` (``mallopt(M_MMAP_THRESHOLD)``), so a
+    chunk's freed frames, detection floats and crops are returned to the OS instead of fragmenting the
+    heap. Without it, RSS crept up with video length (a 600 s 640x360 video peaked 540 MB above a 60 s
+    one); with it, a face pass over 3,800 frames stayed at its first chunk's peak. False (no effect)
+    off glibc. Called once per extraction process (`Extraction.run`, each decode worker)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD = -3 in glibc's malloc.h
+    except (OSError, AttributeError):
+        return False
+
+
 def partial_note(path, promised: int | None, decoded: int, damage: str | None) -> str | None:
     """"partially decoded: 21 frames of the 72 the container promises (why)", or None when complete."""
     short = promised is not None and decoded < promised - max(2, 0.02 * promised)

@@ -37,9 +37,10 @@ def _worker(cfg: dict, jobs: list[Job], out) -> None:
     import torch
 
     from eri.features.faceflow import face_flow
-    from eri.features.video import DecodeError, decode_audio
+    from eri.features.video import DecodeError, decode_audio, return_freed_frames
 
     torch.set_num_threads(1)
+    return_freed_frames()
     cfg = OmegaConf.create(cfg)
     detector = None
     try:
