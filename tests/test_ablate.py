@@ -88,8 +88,8 @@ def test_every_table_is_written(all_tables):
                 assert row["test_diff"] == pytest.approx(row["test_mean"] - ref, abs=1e-4)  # from the CSVs' 6 decimals
                 assert row["test_diff_lo"] <= row["test_diff"] <= row["test_diff_hi"]
         assert "test vs reference, 95% CI" in md and f"{table.reference} (reference)" in md
-    # 35 rows, 33 distinct configs (two rows are shared between tables): one run directory each
-    assert len(list((out / "runs").glob("*/metrics.json"))) == 33
+    # 36 rows, 34 distinct configs (two rows are shared between tables): one run directory each
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 34
 
 
 def test_rerun_trains_nothing(all_tables, tiny_root):

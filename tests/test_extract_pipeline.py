@@ -333,14 +333,30 @@ def test_chunked_extraction_equals_whole_video_extraction(tmp_path):
 
 
 def test_pipelined_extraction_writes_the_same_bytes(tmp_path):
+    """Sequential, two workers sending crops to the main process's extractors, and two workers running
+    the extractors themselves (one thread each, the sequential run on torch's default threads)."""
     clips = _three_clips(tmp_path / "clips")
     files = {}
-    for workers in (0, 2):
-        cfg = _config(tmp_path, FACE_CFG.format(k=1, mb=1), f"w{workers}.yaml")
+    for run, workers, where in (("seq", 0, "auto"), ("main", 2, "main"), ("workers", 2, "workers")):
+        cfg = _config(tmp_path, FACE_CFG.format(k=1, mb=1), f"{run}.yaml")
         args = ["--config", str(cfg), "--data-root", str(clips), "--no-progress", "--workers", str(workers),
-                f"out={tmp_path / f'w{workers}'}"]
+                f"out={tmp_path / run}", f"extract_in={where}"]
         assert extract_main(args) == 0
-        files[workers] = {p.relative_to(tmp_path / f"w{workers}"): p.read_bytes()
-                          for p in sorted((tmp_path / f"w{workers}" / "features").rglob("*")) if p.is_file()}
-    assert files[0].keys() == files[2].keys() and len(files[0]) == 3 * 2 + 2 * 2
-    assert all(files[0][k] == files[2][k] for k in files[0]), [str(k) for k in files[0] if files[0][k] != files[2][k]]
+        files[run] = {p.relative_to(tmp_path / run): p.read_bytes()
+                      for p in sorted((tmp_path / run / "features").rglob("*")) if p.is_file()}
+    assert len(files["seq"]) == 3 * 2 + 2 * 2
+    for run in ("main", "workers"):
+        assert files[run].keys() == files["seq"].keys()
+        differ = [str(k) for k in files["seq"] if files["seq"][k] != files[run][k]]
+        assert not differ, (run, differ)
+
+
+def test_extract_in_auto_picks_the_workers_on_a_cpu_with_two_workers_and_the_main_process_otherwise():
+    from omegaconf import OmegaConf
+
+    from eri.features.workers import extract_in
+
+    cfg = lambda **kw: OmegaConf.create({"extract_in": "auto", "device": "cpu", **kw})  # noqa: E731
+    assert extract_in(cfg(), 2) == "workers" and extract_in(cfg(), 1) == "main"
+    assert extract_in(cfg(device="cuda"), 4) == "main"  # several decode workers feed one device
+    assert extract_in(cfg(extract_in="main"), 2) == "main" and extract_in(cfg(extract_in="workers"), 1) == "workers"

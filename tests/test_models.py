@@ -174,7 +174,7 @@ def test_standardized_inputs_keep_padding_invariance(encoder):
     assert "branches.v.mean" in model.state_dict()  # carried by checkpoints
 
 
-AUTHORS = {"norm": "pre", "activation": "gelu", "qkv_bias": False, "token_init": 1.0}
+AUTHORS = {"norm": "pre", "activation": "gelu", "qkv_bias": False, "token_init": 1.0, "block_init": "independent"}
 
 
 @pytest.mark.parametrize("option", [{}, *({k: v} for k, v in AUTHORS.items()), AUTHORS])
@@ -190,6 +190,10 @@ def test_gru_transformer_options_keep_shapes_and_padding_invariance(option):
     has_bias = all(layer.self_attn.in_proj_bias is not None for layer in enc.transformer.layers)
     assert has_bias == option.get("qkv_bias", True)
     assert (enc.token.std() > 0.5) == (option.get("token_init", 0.02) == 1.0)
+    first, second = (layer.self_attn.in_proj_weight for layer in enc.transformer.layers)
+    assert torch.equal(first, second) == (option.get("block_init", "clones") == "clones")  # PyTorch's clones
+    if option.get("block_init") == "independent":  # drawn as nn.Linear(16, 48): U(-1/4, 1/4), not Xavier's 0.306
+        assert 0.2 < first.abs().max() <= 16**-0.5
 
 
 def test_the_authors_block_is_what_the_options_build():

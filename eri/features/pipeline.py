@@ -201,11 +201,12 @@ class Extraction:
 
     def _faces(self, vid: str, path: Path, events, streams: list[Stream]) -> int:
         """Run every face extractor on each group of aligned crops as it arrives; write at the end."""
-        from eri.features.faceflow import FaceSummary
+        from eri.features.faceflow import FaceSummary, Features, extract_crops
         from eri.features.video import DecodeError
 
         names = ",".join(s.name for s in streams)
         parts: dict[str, list] = {s.name: [] for s in streams}
+        extractors = {s.name: s.extractor for s in streams}
         failed: dict[str, str] = {}
         summary = None
         try:
@@ -213,14 +214,14 @@ class Extraction:
                 if isinstance(ev, FaceSummary):
                     summary = ev
                     continue
-                for s in streams:
-                    if s.name in failed:
-                        continue
-                    try:
-                        out = s.extractor(ev.crops)
-                        parts[s.name].append((ev.idx, out.cpu().numpy() if torch.is_tensor(out) else np.asarray(out)))
-                    except Exception as e:  # noqa: BLE001
-                        failed[s.name] = f"{type(e).__name__}: {e}"
+                if isinstance(ev, Features):  # a worker ran the extractors (extract_in: workers)
+                    outputs = ev.outputs
+                    for name, msg in ev.failed.items():
+                        failed.setdefault(name, msg)
+                else:
+                    outputs = extract_crops(extractors, ev.crops, failed)
+                for name, out in outputs.items():
+                    parts[name].append((ev.idx, out))
         except Exception as e:  # noqa: BLE001 - DecodeError, or anything else a broken file provokes
             for s in streams:
                 self._drop_stale(s, vid)
@@ -248,10 +249,10 @@ class Extraction:
 
     # -- the job
     def run(self, shard: tuple[int, int] = (0, 1), limit: int | None = None, workers: int = 0) -> dict:
-        """Extract every video of the shard; ``workers`` > 0: decode, detect and align in that many
-        worker processes while this one runs the extractors (`eri.features.workers`; same files)."""
+        """Extract every video of the shard; ``workers`` > 0: decode, detect, align (and, with
+        ``extract_in: workers``, extract) in that many processes (`eri.features.workers`; same files)."""
         from eri.features.video import return_freed_frames
-        from eri.features.workers import Workers, jobs_for
+        from eri.features.workers import Workers, extract_in, jobs_for
 
         return_freed_frames()
         videos, listing = list_videos(self.root, self.cfg.layout, self.cfg.videos_dir)
@@ -265,13 +266,15 @@ class Extraction:
         self.write_meta()
         rows = list(videos.itertuples(index=False))
         todo = {row.File_ID: self.todo(row.File_ID) for row in rows}
-        jobs = jobs_for(rows, todo) if workers else []
+        jobs = jobs_for(rows, todo, extract_in(self.cfg, workers) == "workers") if workers else []
         job_of = {job.vid: i for i, job in enumerate(jobs)}
         t0 = time.perf_counter()
         bar = tqdm(rows, total=len(rows), desc=f"extract {k}/{n}" if n > 1 else "extract", unit="video",
                    disable=not self.progress)
-        interrupted, pool = False, None
+        interrupted, pool, threads = False, None, torch.get_num_threads()
         try:
+            if jobs:  # the workers take one core each; the extractors here get the rest
+                torch.set_num_threads(max(1, torch.get_num_threads() - workers))
             pool = Workers(self.cfg, jobs, workers) if jobs else None
             for row in bar:
                 streams = todo[row.File_ID]
@@ -297,6 +300,7 @@ class Extraction:
             bar.close()
             if pool is not None:
                 pool.close()
+            torch.set_num_threads(threads)
             self.stats["seconds"] = time.perf_counter() - t0
             try:
                 self.rebuild_indexes()

@@ -60,7 +60,10 @@ class GRUTransformer(nn.Module):
     code (HKUST-NISL/ABAW5, models/trans.py) differs in each, and each is an option here:
     ``norm="pre"`` (LayerNorm before attention and before the feed-forward, no final LayerNorm),
     ``activation="gelu"``, ``ff_dim=256``, ``qkv_bias=False`` (the output projection keeps its bias)
-    and ``token_init=1.0``. ``positions``: ``none`` (as the authors) or ``sinusoidal`` added to the
+    and ``token_init=1.0``. ``block_init``: ``clones`` (PyTorch's ``nn.TransformerEncoder``: every block
+    starts as a copy of one, q/k/v drawn Xavier-uniform, the attention output bias zero) or
+    ``independent`` (each block drawn on its own, every projection initialised as an ``nn.Linear``,
+    as the authors' blocks are). ``positions``: ``none`` (as the authors) or ``sinusoidal`` added to the
     GRU outputs. Unlike the authors' code, batches are padded and masked.
     """
 
@@ -78,12 +81,15 @@ class GRUTransformer(nn.Module):
         activation: str = "relu",
         qkv_bias: bool = True,
         token_init: float = 0.02,
+        block_init: str = "clones",
     ):
         super().__init__()
         if positions not in ("none", "sinusoidal"):
             raise ValueError(f"positions must be 'none' or 'sinusoidal', got '{positions}'")
         if norm not in ("post", "pre") or activation not in ("relu", "gelu"):
             raise ValueError(f"norm must be post or pre and activation relu or gelu, got {norm!r}, {activation!r}")
+        if block_init not in ("clones", "independent"):
+            raise ValueError(f"block_init must be 'clones' or 'independent', got {block_init!r}")
         self.out_dim, self.positions = hidden, positions
         self.gru = nn.GRU(in_dim, hidden, num_layers=gru_layers, batch_first=True)
         self.token = nn.Parameter(torch.randn(1, 1, hidden) * float(token_init))
@@ -94,6 +100,10 @@ class GRUTransformer(nn.Module):
             for block in self.transformer.layers:
                 del block.self_attn.in_proj_bias
                 block.self_attn.register_parameter("in_proj_bias", None)
+        if block_init == "independent":
+            for block in self.transformer.layers:
+                _init_like_linear(block)
+
 
     def _tokens(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, _ = self.gru(x)  # unidirectional: outputs at real steps never see the padding after them
@@ -118,6 +128,18 @@ class GRUTransformer(nn.Module):
         q = last.norm1(tokens) if last.norm_first else tokens
         _, attn = last.self_attn(q[:, :1], q, q, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
         return attn[:, 0, 1:]
+
+
+def _init_like_linear(block: nn.TransformerEncoderLayer) -> None:
+    """Redraw one block as separate ``nn.Linear`` layers would start: q/k/v as Linear(d, 3d) (Kaiming
+    uniform, a = sqrt 5), the output projection and the feed-forward with their own uniform biases."""
+    attn = block.self_attn
+    nn.init.kaiming_uniform_(attn.in_proj_weight, a=math.sqrt(5))
+    if attn.in_proj_bias is not None:
+        bound = attn.in_proj_weight.shape[1] ** -0.5
+        nn.init.uniform_(attn.in_proj_bias, -bound, bound)
+    for linear in (attn.out_proj, block.linear1, block.linear2):
+        linear.reset_parameters()
 
 
 def fit_to_length(x: torch.Tensor, lengths: torch.Tensor, length: int, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
