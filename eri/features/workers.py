@@ -5,7 +5,7 @@ the store, video after video in the usual order. Who runs the face extractors is
 - ``workers`` (``auto`` with two or more workers on a CPU): each worker runs the whole face half of
   a video on one thread and sends features. On 2 cores this beat splitting the work (measured in the
   README's "At Hume-Reaction scale"): every core runs single-threaded code with no hand-offs, where
-  torch's intra-op threads scale below 2x on MTCNN's small convolutions.
+  a sequential run on two torch threads was only 1.36x its one-thread rate.
 - ``main`` (``auto`` with ``device: cuda`` or one worker): workers send aligned crops and the main
   process runs the extractors, so several decode workers keep one device fed while the CPU decodes.
 
