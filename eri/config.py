@@ -10,13 +10,14 @@ are checked against their constructors when the model is built. Every problem is
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from eri.errors import ConfigError
@@ -42,7 +43,7 @@ class CVConfig:
 
 @dataclass
 class DataConfig:
-    root: str = "data/hume-small"  # dataset root: ABAW5 (data_info.csv) or MuSe 2022 layout + features
+    root: str = "data/hume-reaction"  # dataset root: ABAW5 (data_info.csv) or MuSe 2022 layout + features
     layout: str = rule("auto", choices=("auto", "abaw5", "muse2022"))
     synthetic: Optional[str] = None  # a synthetic preset: generate `root` on first use when missing
     synthetic_seed: int = 0
@@ -81,11 +82,30 @@ class OptimConfig:
     lr_gamma: float = rule(0.5, gt=0)
 
 
+def devices_problem(value) -> str | None:
+    """What Lightning would refuse in ``trainer.devices`` (with a traceback), or None: a count >= 1, -1
+    (all), "auto", or device indices (a list, or a string like "0,1")."""
+    if isinstance(value, str) and value.strip() in ("auto", "-1"):
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()] if "," in value else value
+    try:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            n = int(value)
+            return None if n >= 1 or n == -1 else "must be a count >= 1, -1 (all), auto, or a list of device indices"
+        idx = [int(v) for v in value]
+    except (TypeError, ValueError):
+        return "must be a count >= 1, -1 (all), auto, or a list of device indices"
+    if not idx or min(idx) < 0 or len(set(idx)) != len(idx):
+        return "must list distinct device indices >= 0"
+    return None
+
+
 @dataclass
 class TrainerConfig:
     max_epochs: int = rule(30, ge=1)
     accelerator: str = rule("auto", choices=("auto", "cpu", "gpu", "cuda", "mps"))
-    devices: Any = 1
+    devices: Any = rule(1, check=devices_problem)  # a count, -1 (all), auto, or device indices
     num_nodes: int = rule(1, ge=1)
     strategy: str = "auto"  # e.g. ddp (Lightning's own DDP; gloo on CPU, nccl on GPU)
     precision: str = rule("32-true", choices=("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true"))
@@ -97,6 +117,9 @@ class TrainerConfig:
     flush_denormal: bool = True  # CPU: treat denormal floats as 0 (RNN gradients decay into them, 10x slower)
     progress_bar: bool = True
     logger: str = rule("csv", choices=("csv", "tensorboard", "mlflow"))  # tensorboard/mlflow: pip install -e '.[loggers]'
+    # mlflow: the store shared by every run, ensemble, search and ablation (`eri.tracking`); null: the
+    # environment's MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db (relative to the working directory)
+    tracking_uri: Optional[str] = None
 
 
 @dataclass
@@ -111,7 +134,8 @@ class Config:
 
 
 # keys that cannot change a run's numbers: a resume may change them, the run cache ignores them
-NOT_NUMERIC = ("out", "model.preset", "trainer.progress_bar", "trainer.logger", "data.num_workers", "data.cache")
+NOT_NUMERIC = ("out", "model.preset", "trainer.progress_bar", "trainer.logger", "trainer.tracking_uri", "data.num_workers",
+               "data.cache")
 
 
 def _valid_keys(key_path: str, schema: Any = None) -> list[str]:
@@ -198,6 +222,7 @@ def check_rules(cfg: Any, schema: Any, where: str, prefix: str = "") -> None:
             or ("gt" in m and not value > m["gt"] and f"must be > {m['gt']}")
             or ("le" in m and not value <= m["le"] and f"must be <= {m['le']}")
             or ("lt" in m and not value < m["lt"] and f"must be < {m['lt']}")
+            or ("check" in m and m["check"](OmegaConf.to_container(value) if isinstance(value, ListConfig) else value))
         )
         if bad:
             raise ConfigError(f"{where}: {key} = {value!r} {bad}")
@@ -231,6 +256,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), updat
         cfg.out = f"runs/{Path(path).stem}"
     if not cfg.loss:
         cfg.loss = {"l2": 1.0}
+    loss_weights(OmegaConf.to_container(cfg.loss), f"{path or 'config'}: loss")
     if not cfg.model.branches:
         raise ConfigError("model.branches is empty: a config must define at least one branch")
     for i, branch in enumerate(cfg.model.branches):
@@ -241,6 +267,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), updat
             encoder["preset"] = cfg.model.preset
         branch.encoder = expand_encoder(encoder, f"model.branches[{i}].encoder")
     return cfg
+
+
+def loss_weights(weights: dict, where: str = "loss") -> dict[str, float]:
+    """Loss weights as floats; a ConfigError for one that is not a finite number >= 0 (a negative
+    weight maximises that error) or when all are 0 (nothing to train on). Terms: `eri.training.losses`."""
+    out = {}
+    for k, v in weights.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{k} = {v!r}: a loss weight must be a number >= 0") from None
+        if not math.isfinite(out[k]) or out[k] < 0:
+            raise ConfigError(f"{where}.{k} = {v!r}: a loss weight must be a finite number >= 0 "
+                              "(a negative weight maximises that error)")
+    if weights and not any(out.values()):
+        raise ConfigError(f"{where}: every weight is 0 ({out}); give at least one term a weight > 0")
+    return out
 
 
 def streams_of(cfg: DictConfig) -> list[str]:

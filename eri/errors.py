@@ -22,8 +22,13 @@ EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 class InputError(Exception):
     """User input that cannot be used; the message names the file or key and the problem."""
 
+    MAX_CHARS = 2000  # a 5 MB label cell quoted in a message must not become a 5 MB error line
+
     def __str__(self) -> str:  # always one line, whatever a library put into the message
-        return " ".join(str(self.args[0] if self.args else "").split())
+        line = " ".join(str(self.args[0] if self.args else "").split())
+        if len(line) <= self.MAX_CHARS:
+            return line
+        return f"{line[:1400]} ... ({len(line) - 1900} characters left out) ... {line[-500:]}"
 
 
 class ConfigError(InputError, ValueError):

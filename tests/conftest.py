@@ -38,7 +38,8 @@ def make_random_dataset(root: Path, n=(12, 6, 6), dims=None, seed=0, short=(), n
             for s, d in dims.items():
                 steps = t if s != "audio" else (0 if vid in no_audio else max(1, t // 12))
                 v = valid if s != "audio" else np.ones(steps, bool)
-                store.write(s, vid, rng.normal(size=(steps, d)).astype(np.float16), v, np.arange(steps) / 25.0)
+                rate = 25.0 if s != "audio" else 2.0  # as meta.json says below
+                store.write(s, vid, rng.normal(size=(steps, d)).astype(np.float16), v, np.arange(steps) / rate)
                 index[s].append({"File_ID": vid, "n_steps": steps, "n_valid": int(v.sum())})
     for s, d in dims.items():
         store.write_meta(s, {"stream": s, "dim": d, "rate": "frame" if s != "audio" else 2.0, "dtype": "float16"})

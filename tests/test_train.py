@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import make_random_dataset, tiny_overrides
 
-from eri.config import ConfigError, load_config
-from eri.constants import EMOTIONS
+from eri.config import ConfigError, load_config, streams_of
+from eri.constants import EMOTIONS, STREAMS
 from eri.training.run import evaluate, read_logs, train
 
 CONFIGS = sorted(Path("configs").glob("*.yaml"))
+WIDTHS = {name: s["dim"] for name, s in STREAMS.items()}
 
 
 def _run(tmp_path, tiny_root, name="demo", *extra):
@@ -98,11 +99,23 @@ def test_resume_with_another_config_is_refused(demo_run, tiny_root):
         _run(out, tiny_root, "demo", "trainer.max_epochs=3", "data.batch_size=4")
 
 
+# widths of the streams the synthetic preset lacks (configs/offline.yaml, configs/muse2022.yaml)
+OTHER_WIDTHS = {"expression": 7, "faus": 20, "vggface2": 512, "deepspectrum": 1024, "egemaps": 88}
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_shipped_config_trains(config, tmp_path, tiny_root):
-    """fast_dev_run-like: 2 training batches of 4, one validation, test scored."""
-    metrics, out = _run(tmp_path, tiny_root, config.stem, "trainer.max_epochs=1", "data.batch_size=4",
-                        "trainer.limit_train_batches=2")
+    """fast_dev_run-like: 2 training batches of 4, one validation, test scored. A config reading streams
+    the synthetic preset lacks trains on random features of exactly its streams."""
+    quick = ["trainer.max_epochs=1", "data.batch_size=4", "trainer.limit_train_batches=2"]
+    streams = streams_of(load_config(config))
+    if set(streams) <= set(STREAMS):
+        metrics, out = _run(tmp_path, tiny_root, config.stem, *quick)
+    else:
+        root = make_random_dataset(tmp_path / "data", dims={s: {**WIDTHS, **OTHER_WIDTHS}[s] for s in streams})
+        out = tmp_path / "run"
+        metrics = train(load_config(config, [f"data.root={root}", "data.layout=auto", f"out={out}",
+                                             "trainer.progress_bar=false", *quick]))
     assert np.isfinite(metrics["val"]["mean_pcc"]) and (out / "predictions_test.csv").exists()
 
 
@@ -110,7 +123,8 @@ def test_every_shipped_config_trains(config, tmp_path, tiny_root):
 def test_loggers_users_already_read(tmp_path, tiny_root, logger):
     """trainer.logger: TensorBoard event files, or a local MLflow store (SQLite, no server), holding val mean PCC."""
     metrics, out = _run(tmp_path, tiny_root, "demo", "trainer.max_epochs=1", "data.batch_size=8",
-                        "model.preset=tiny", f"trainer.logger={logger}")
+                        "model.preset=tiny", f"trainer.logger={logger}",
+                        f"trainer.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}")  # the shared store, here in tmp
     if logger == "tensorboard":
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -6,7 +6,9 @@
 
 Tables: 004-table2 (holistic / AU / audio combinations), 004-table3 (AU occurrence, intensity, both),
 000-table3 (MMA subsets VA / EXPR / AU, Mask layer, routing, PCC vs MSE loss), 000-table4 (GRU vs
-LSTM, layers, units). Rows are cached by their resolved config in runs/cache (shared with tools/ensemble.py): a rerun trains
+LSTM, layers, units), 004-parity (the authors' code against eri's choices, one at a time),
+004-demo-authors (the demo's encoders with the authors' choices). Prints one [k/N] line per
+(row, seed) with an ETA, then the tables. Rows are cached by their resolved config in runs/cache (shared with tools/ensemble.py): a rerun trains
 only what changed. Each row is compared with the table's reference row by a paired bootstrap over videos.
 key=value overrides apply to every row (e.g. trainer.max_epochs=6) and are part of the cache key.
 """
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eri.cli import cli  # noqa: E402
 from eri.features.listing import parse_shard  # noqa: E402
 from eri.search.ablate import PRESETS, TABLES, run_tables  # noqa: E402
+from eri.tracking import ABLATIONS, describe, log_summary, require  # noqa: E402
 
 
 def _run(argv=None) -> int:
@@ -31,8 +34,12 @@ def _run(argv=None) -> int:
     p.add_argument("--shard", help="K/N: train only every N-th (row, seed) job from the K-th; rerun unsharded to write the tables")
     p.add_argument("--runs", default="runs/cache", help="the run cache shared with tools/ensemble.py (default runs/cache)")
     p.add_argument("--data-root", help="dataset root (required by --preset real; default: the preset's)")
+    p.add_argument("--mlflow", action="store_true", help="also log each table as a run of MLflow experiment "
+                   "eri-ablate (store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row")
     a = p.parse_args(argv)
+    if a.mlflow:
+        require()
     if a.preset == "real" and not a.data_root:
         p.error("--preset real needs --data-root pointing at your dataset")
     if a.seeds < 1:
@@ -53,6 +60,14 @@ def _run(argv=None) -> int:
             continue
         print(Path(r["folder"], "table.md").read_text())
         print(f"({r['trained']} run(s) trained, the rest cached; files in {r['folder']})\n")
+        if a.mlflow:
+            params = {"table": r["table"], "preset": a.preset, "seeds": a.seeds, "overrides": a.overrides,
+                      "data_root": a.data_root}
+            scores = {row["row"]: {k: row[k] for k in ("val_mean", "val_std", "test_mean", "test_std", "test_diff")
+                                   if row.get(k) is not None} for row in r["rows"]}
+            files = [Path(r["folder"], f) for f in ("table.csv", "table.md")]
+            run = log_summary(ABLATIONS, r["table"], params, scores, files)
+            print(describe(ABLATIONS, run))
     return 1 if any(row["error"] for r in results for row in r["rows"]) else 0
 
 

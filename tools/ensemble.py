@@ -3,6 +3,7 @@
 
   python tools/ensemble.py --config configs/ensemble/X.yaml [--out DIR] [--runs RUN ...] [key=value ...]
   python tools/ensemble.py --runs runs/a runs/b [combiner=weights] --out DIR
+      (a key=value after --runs that is not an existing folder is an override, not a run)
   python tools/ensemble.py --config C --shard K/N     (N processes train the members, then one unsharded run combines)
 
 Members are trained through the run cache shared with tools/ablate.py (runs/cache/<config hash>): a
@@ -12,7 +13,6 @@ fitted on the other parts of the fit set), its test score comes from the final f
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eri.cli import cli  # noqa: E402
 from eri.ensembles.config import load_ensemble_config  # noqa: E402
-from eri.ensembles.ensemble import run_ensemble  # noqa: E402
+from eri.ensembles.ensemble import run_ensemble, summary_table  # noqa: E402
 from eri.errors import EXIT_OK  # noqa: E402
 from eri.features.listing import parse_shard  # noqa: E402
+from eri.tracking import ENSEMBLES, describe, log_summary, require  # noqa: E402
 
 
 def _run(argv=None) -> int:
@@ -31,8 +32,13 @@ def _run(argv=None) -> int:
     p.add_argument("--runs", nargs="+", default=[], help="existing run directories to add as members")
     p.add_argument("--out", help="ensemble directory (default runs/ensemble/<config name>)")
     p.add_argument("--shard", help="K/N: only train every N-th member run from the K-th; rerun unsharded to combine")
+    p.add_argument("--mlflow", action="store_true", help="also log the result as a run of MLflow experiment "
+                   "eri-ensemble (store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the ensemble config")
     a = p.parse_args(argv)
+    if a.mlflow:
+        require()
+    a.runs, a.overrides = split_runs(a.runs, a.overrides)
     if not a.config and not a.runs:
         p.error("give --config or --runs")
     cfg = load_ensemble_config(a.config, [*a.overrides, *([f"out={a.out}"] if a.out else [])], a.runs)
@@ -40,21 +46,25 @@ def _run(argv=None) -> int:
     if m is None:
         print(f"shard {a.shard}: its member runs are trained; rerun without --shard to combine")
         return EXIT_OK
-    rows = [("ensemble (" + m["combiner"]["name"] + ")", m["val"], m["test"])]
-    print(f"\n{cfg.out}: {len(m['members'])} members; val = {m['fit_set']}, {m['val_is']}")
-    for r in m["members"]:
-        print(f"  {r['member']:<28} val {r.get('val_mean_pcc', float('nan')):.4f}  test {r.get('test_mean_pcc', float('nan')):.4f}")
-    for name, val, test in rows:
-        def fmt(s):
-            return f"{s['mean_pcc']:.4f} [{s['ci95']['mean_pcc'][0]:.4f}, {s['ci95']['mean_pcc'][1]:.4f}]" if "mean_pcc" in s else s.get("not_scored", "")
-        print(f"  {name:<28} val {fmt(val)}  test {fmt(test)}")
-    print(f"  mean of the members: {json.dumps({k: round(v, 4) for k, v in m['mean_of_members'].items()})}")
+    print(f"\n{cfg.out}: {len(m['members'])} members; val = {m['fit_set']}, {m['val_is']}\n")
+    print(summary_table(m))
     if m["val"].get("optimistic"):
-        print(f"  caution: val is optimistic: {m['val']['optimistic']}")
-    if m["combiners"]:
-        print("  other combiners (cross-fitted val / test): " + ", ".join(
-            f"{n} {v['val']:.4f}/{v['test']:.4f}" if v["test"] is not None else f"{n} {v['val']:.4f}" for n, v in m["combiners"].items()))
+        print(f"caution: val is optimistic: {m['val']['optimistic']}")
+    print(f"(every number, per emotion, in {Path(cfg.out) / 'metrics.json'})")
+    if a.mlflow:
+        out = Path(cfg.out)
+        scores = {k: m[k] for k in ("val", "test", "mean_of_members", "combiners", "ceiling") if k in m}
+        files = [out / "config.yaml", out / "metrics.json", out / "members.csv"]
+        run = log_summary(ENSEMBLES, str(out), cfg, scores, files)
+        print(describe(ENSEMBLES, run))
     return EXIT_OK
+
+
+def split_runs(runs: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``--runs`` takes every item up to the next flag, so ``--runs a b combiner=weights`` hands it the
+    override too: an item with ``=`` that is not an existing folder is an override."""
+    own = [r for r in runs if "=" in r and not Path(r).is_dir()]
+    return [r for r in runs if r not in own], [*own, *overrides]
 
 
 def main(argv=None) -> int:

@@ -1,21 +1,22 @@
 #!/usr/bin/env python
 """Re-score a finished run's best checkpoint: python tools/evaluate.py --run RUN_DIR [key=value ...]
 
-Prints the per-emotion table; overrides such as trainer.devices=2 trainer.strategy=ddp evaluate on
+Prints the per-emotion table with 95% bootstrap intervals and, on synthetic data, the ceiling (as
+tools/train.py does); overrides such as trainer.devices=2 trainer.strategy=ddp evaluate on
 several processes (the split-level PCC is computed over all ranks' predictions).
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eri.cli import cli  # noqa: E402
-from eri.config import parse_override  # noqa: E402
+from eri.config import load_config, parse_override  # noqa: E402
+from eri.io import atomic_write_json  # noqa: E402
 from eri.training.metrics import format_table  # noqa: E402
-from eri.training.run import evaluate  # noqa: E402
+from eri.training.run import ceiling_of, evaluate  # noqa: E402
 
 
 def _run(argv=None) -> int:
@@ -28,9 +29,10 @@ def _run(argv=None) -> int:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
-        print(format_table(scores))
+        cfg = load_config(Path(args.run) / "config.yaml", args.overrides)
+        print(format_table(scores, ceiling_of(cfg.data.root, folds=bool(cfg.data.cv.folds))))
         if args.json:
-            Path(args.json).write_text(json.dumps(scores, indent=2))
+            atomic_write_json(args.json, scores)
     return 0
 
 

@@ -8,7 +8,8 @@ plain folder of videos; media are found under it by id. Writes DIR/features/<str
 DIR/extraction_report.csv. Rerunning skips finished videos; a changed extractor config recomputes its stream.
 --workers N decodes, detects and aligns in N processes while the main one runs the extractors.
 --shard K/N (K = 0..N-1) processes every N-th video starting at K, e.g. a SLURM array:
-  --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT ; then `--index-only` once (or let the last shard do it).
+  --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT ; then `--index-only` once (or let the last shard do it),
+  with the same config: --index-only refuses settings the stored streams were not extracted with.
 Exit status: 0 all videos done, 1 some failed or files damaged (see the report), 2 bad input/config, 130 interrupted.
 """
 
@@ -41,7 +42,7 @@ def _run(argv=None) -> int:
     shard = parse_shard(args.shard)
     job = Extraction(cfg, args.data_root, progress=not args.no_progress, load=not args.index_only)
     if args.index_only:
-        damaged = job.rebuild_indexes()
+        damaged = job.index_only()  # refused when the stored streams were extracted with other settings
         for s in job.streams:
             print(f"{s.name}: {len(job.store.index(s.name))} videos indexed")
         for row in job.report:
@@ -55,6 +56,8 @@ def _run(argv=None) -> int:
         f"{len(res['failed'])} failed; {res['frames']} frames in {res['seconds']:.1f} s ({fps:.1f} frames/s); "
         f"report: {res['report']}"
     )
+    for line in res["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     if res["interrupted"]:
         return EXIT_INTERRUPTED
     return EXIT_PARTIAL if res["failed"] else EXIT_OK

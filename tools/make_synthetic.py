@@ -2,7 +2,9 @@
 
     python tools/make_synthetic.py --out data/synthetic-small --preset hume-small --seed 0 [--proxy]
 
-Re-running with the same arguments resumes an interrupted run (videos already written are skipped).
+``--out`` must be a new or empty folder: the generator never writes into a folder holding files it did
+not write (your own data stays untouched). Re-running with the same arguments resumes an interrupted
+run in its own folder (videos already written are skipped).
 ``--proxy`` also runs the linear-probe calibration check (ridge on mean vs peak pooling, per stream and
 all streams concatenated) and prints its table.
 """
@@ -22,7 +24,7 @@ from eri.data.synthetic import PRESETS, generate, proxy_scores  # noqa: E402
 
 def _run(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="dataset root to write")
+    ap.add_argument("--out", required=True, help="dataset root: a new or empty folder (or one this tool started)")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="size and knobs (default: tiny)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")

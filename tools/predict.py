@@ -33,6 +33,7 @@ def _run(argv=None) -> int:
     args = p.parse_args(argv)
     device = args.device if args.device != "auto" else ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     predictor = load_model(args.checkpoint, device)  # first: a refused file costs no extraction
+    predictor.extraction(device)  # a model that cannot read new videos is refused before any work
     df = predictor.predict(args.video, args.out, device=device, figures=not args.no_figures)
     with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
         print(df.drop(columns=["video"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -13,7 +13,6 @@ key=value overrides apply to the search config (e.g. pruner.name=hyperband).
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eri.cli import cli  # noqa: E402
 from eri.io import mask_secrets  # noqa: E402
-from eri.search.study import load_search_config, run_search  # noqa: E402
+from eri.search.study import load_search_config, run_search, summary_table  # noqa: E402
+from eri.tracking import SEARCHES, describe, log_summary, require  # noqa: E402
 
 
 def _run(argv=None) -> int:
@@ -33,8 +33,12 @@ def _run(argv=None) -> int:
     p.add_argument("--timeout", type=float, help="seconds after which this process starts no new trial")
     p.add_argument("--out", help="study folder (default runs/search/<config name>)")
     p.add_argument("--no-final", action="store_true", help="skip the best-config retrain and plots in this worker")
+    p.add_argument("--mlflow", action="store_true", help="when the study is complete, log its summary as a run of "
+                   "MLflow experiment eri-search (store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the search config")
     a = p.parse_args(argv)
+    if a.mlflow:
+        require()
     extra = [
         f"{k}={v}"
         for k, v in (
@@ -48,7 +52,19 @@ def _run(argv=None) -> int:
     ]
     scfg = load_search_config(a.config, [*a.overrides, *extra])
     result = run_search(scfg, final=False if a.no_final else None)
-    print(mask_secrets(json.dumps(result, indent=2, default=str)))
+    print(f"\nstudy '{scfg.study_name}' in {mask_secrets(scfg.storage)}\n" + mask_secrets(summary_table(result)))
+    if "best_trial" in result:
+        print(f"(files in {scfg.out}: best.yaml, summary.json, trials.csv, plots/)")
+    if a.mlflow and "best_trial" in result:
+        out = Path(scfg.out)
+        params = {**scfg, **{f"best.{k}": v for k, v in result["best_params"].items()}}
+        keys = ("best_val_mean_pcc", "paper_val_mean_pcc", "trials_per_hour", "retrain")
+        scores = {k: result[k] for k in keys if k in result}
+        files = [out / "best.yaml", out / "summary.json", out / "trials.csv"]
+        run = log_summary(SEARCHES, scfg.study_name, params, scores, files)
+        print(describe(SEARCHES, run))
+    elif a.mlflow:
+        print("MLflow: nothing logged: the study is not complete in this worker")
     return 0
 
 

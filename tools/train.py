@@ -21,7 +21,8 @@ def _run(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides + ([f"out={args.out}"] if args.out else []))
     metrics = train(cfg)
-    return EXIT_PARTIAL if metrics.get("skipped") else EXIT_OK
+    failed = any(isinstance(m, dict) and m.get("failed") for m in metrics.values())  # NaN predictions: not scored
+    return EXIT_PARTIAL if metrics.get("skipped") or failed else EXIT_OK
 
 
 def main(argv=None) -> int:

@@ -28,11 +28,12 @@ from eri.constants import EMOTIONS, SPLITS
 from eri.data.dataset import InputPolicy, SplitInfo, collate, parse_stream, read_video, select_steps, spec_dim
 from eri.data.folds import apply_cv
 from eri.data.labels import read_manifest
-from eri.data.store import FeatureStore, open_features
+from eri.data.store import FeatureStore, open_features, unlearned
 from eri.errors import ConfigError, LabelError, StoreError
 from eri.io import stable_hash
 
 BUCKET_WINDOW = 50  # batches per sorted window
+MIN_SCORED_VIDEOS = 20  # a split scored on fewer videos gets a warning: its PCC is mostly noise
 
 
 class VideoFeatures(Dataset):
@@ -157,11 +158,13 @@ class ERIDataModule(L.LightningDataModule):
         self.skipped: list[dict] = []  # {File_ID, split, problem} for each video left out by bad_files=skip
         self.metas: dict[str, dict] = {}  # stream name -> its store metadata (meta.json)
         self._stats = None
+        self._flags: dict[str, tuple[bool, bool]] = {}  # spec -> (constant, same in every training video)
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
         """Generate the synthetic preset on first use and build packed copies for ``cache=memmap``
-        (Lightning calls this once per machine)."""
+        (Lightning calls this once per machine). Synthetic data is opt-in (``data.synthetic``) and is
+        written only into a new or empty ``data.root`` (or one it started): never over a user's data."""
         if self.synthetic:
             from eri.data.synthetic import ensure_synthetic
 
@@ -192,6 +195,9 @@ class ERIDataModule(L.LightningDataModule):
         self.per_frame = {name: m.get("rate") == "frame" for name, m in self.metas.items()}
         self.stream_dims = {spec: spec_dim(spec, self.metas[parse_stream(spec)[0]]) for spec in self.streams}
         self._check_coverage(manifest, source, self.names)
+        if isinstance(source, FeatureStore):
+            for name in self.names:
+                source.check_rate(name, manifest["File_ID"])
         train = manifest[manifest["split"] == "train"]
         unlabeled = train["File_ID"][train[list(EMOTIONS)].isna().any(axis=1)]
         if len(unlabeled):
@@ -199,6 +205,12 @@ class ERIDataModule(L.LightningDataModule):
                 f"{self.root}: {len(unlabeled)} training video(s) have no labels (e.g. {list(unlabeled[:5])}); "
                 "training needs every train row labeled"
             )
+        if stage in (None, "fit"):
+            self._check_val_labels(manifest[manifest["split"] == "val"])
+        for name, meta in self.metas.items():
+            why = unlearned(name, meta)
+            if why:
+                warnings.warn(why)
         if self.cache == "memmap":
             from eri.data.packed import PackedStore
 
@@ -232,6 +244,50 @@ class ERIDataModule(L.LightningDataModule):
                     f"{self.root}: the val split cannot be scored ({why}); the best epoch is chosen by val mean PCC, "
                     "so val needs at least 2 videos, all labelled"
                 )
+            self._warn_uninformative()
+        self._warn_small()
+
+    def _selects_on_val(self) -> bool:
+        """Whether val chooses the best epoch (everything but cross-validation with select=last)."""
+        return not (self.cv and self.cv.get("select", "last") == "last")
+
+    def _check_val_labels(self, val: pd.DataFrame) -> None:
+        """Val labels constant in every emotion leave nothing to choose the best epoch by (every epoch
+        scores 0): refused before training. Where val chooses nothing (cross-validation, select=last:
+        the last epoch is kept) it is a warning, as are some constant emotions (they score 0 throughout)."""
+        y = val[list(EMOTIONS)].to_numpy(np.float64)
+        if len(y) < 2 or np.isnan(y).any():
+            return  # not_scored() says why
+        constant = [e for e, col in zip(EMOTIONS, y.T) if np.ptp(col) == 0]
+        if len(constant) == len(EMOTIONS):
+            why = (f"{self.root}: every val label column is constant (one value per emotion across the {len(y)} val "
+                   "videos): Pearson r is undefined, so val cannot be scored")
+            if self._selects_on_val():
+                raise LabelError(f"{why} or choose the best epoch; give val videos whose labels vary")
+            warnings.warn(f"{why}; the last epoch is kept (data.cv.select=last)")
+        elif constant:
+            warnings.warn(f"{self.root}: val labels are constant for {constant}: those emotions score 0 on val and "
+                          "take no part in choosing the best epoch")
+
+    def _warn_small(self) -> None:
+        for split in ("val", "test"):
+            info = self.splits[split]
+            if info.labeled and 2 <= len(info.ids) < MIN_SCORED_VIDEOS:
+                warnings.warn(f"{self.root}: the {split} split has {len(info.ids)} videos: its PCC and 95% interval are "
+                              f"meaningless at that size (use at least {MIN_SCORED_VIDEOS})")
+
+    def _warn_uninformative(self) -> None:
+        """Streams that cannot tell training videos apart: constant in every column, or the same values
+        (per-video mean and spread) in every video. Costs nothing extra when ``data.standardize`` (the
+        statistics pass is shared); otherwise one pass over the training set."""
+        self.stream_stats()
+        for spec, (constant, same) in self._flags.items():
+            if constant:
+                warnings.warn(f"stream '{spec}' is constant: every column has one value in every training step, so it "
+                              "carries no information (check its extraction)")
+            elif same:
+                warnings.warn(f"stream '{spec}' has the same values in every training video (per-video mean and spread "
+                              "identical in every column): it cannot tell videos apart (check its extraction)")
 
     def _bad(self, vid: str, split: str, e: StoreError) -> None:
         if self.bad_files == "error":
@@ -301,24 +357,36 @@ class ERIDataModule(L.LightningDataModule):
             path = self.root / "features" / "packed_stats" / f"{key}.npz"
             if path.is_file():
                 with np.load(path) as z:
-                    self._stats = {s: (z[f"{s}|mean"], z[f"{s}|std"]) for s in self.streams}
-                return self._stats
+                    if all(f"{s}|flags" in z.files for s in self.streams):  # older caches lack them: recomputed
+                        self._stats = {s: (z[f"{s}|mean"], z[f"{s}|std"]) for s in self.streams}
+                        self._flags = {s: tuple(bool(b) for b in z[f"{s}|flags"]) for s in self.streams}
+                        return self._stats
         sums = {s: [0.0, 0.0, 0] for s in self.streams}
+        per_video = {s: [] for s in self.streams}  # (mean, std) of each video: do videos differ at all?
         for i in range(len(data)):
             for s, a in data.x(i).items():
                 sums[s][0] = sums[s][0] + a.sum(0, dtype=np.float64)
                 sums[s][1] = sums[s][1] + np.square(a, dtype=np.float64).sum(0)
                 sums[s][2] += a.shape[0]
-        stats = {}
+                if len(a):
+                    per_video[s].append(np.concatenate([a.mean(0, dtype=np.float64), a.std(0, dtype=np.float64)]))
+        stats, self._flags = {}, {}
         for s, (s1, s2, total) in sums.items():
             mean = s1 / total
             std = np.sqrt(np.maximum(s2 / total - mean**2, 0.0))
             stats[s] = (mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32))
+            videos = np.asarray(per_video[s])
+            same = len(videos) > 1 and bool((np.ptp(videos, axis=0) <= 1e-6 * (1 + np.abs(videos).max(0))).all())
+            self._flags[s] = (bool((std <= 1e-6).all()), same)
         if path is not None:
             from eri.io import atomic_write_bytes
 
-            atomic_write_bytes(path, lambda f: np.savez(f, **{f"{s}|{k}": v for s, (m, sd) in stats.items()
-                                                               for k, v in (("mean", m), ("std", sd))}))
+            arrays = {f"{s}|{k}": v for s, (m, sd) in stats.items() for k, v in (("mean", m), ("std", sd))}
+            arrays.update({f"{s}|flags": np.asarray(f) for s, f in self._flags.items()})
+            try:
+                atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+            except OSError:
+                pass  # a cache only: another user's store may not be writable
         self._stats = stats
         return stats
 

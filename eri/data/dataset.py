@@ -99,9 +99,14 @@ def read_video(source, vid: str, specs: list[str], per_frame: dict[str, bool], p
 
 
 def spec_dim(spec: str, meta: dict) -> int:
-    """Columns a stream spec selects from a stream of ``meta["dim"]`` columns."""
-    _, cols = parse_stream(spec)
-    return len(range(int(meta["dim"]))[cols])
+    """Columns a stream spec selects from a stream of ``meta["dim"]`` columns; a slice that reaches past
+    the width or selects nothing is a ConfigError (Python would silently clip it, or build a 0-wide encoder)."""
+    name, cols = parse_stream(spec)
+    dim = int(meta["dim"])
+    if (cols.stop or 0) > dim or (cols.start or 0) >= dim or len(range(dim)[cols]) == 0:
+        raise ConfigError(f"stream spec '{spec}' reaches past the width or selects no column: stream '{name}' has "
+                          f"{dim} columns (0..{dim - 1}, its meta.json dim)")
+    return len(range(dim)[cols])
 
 
 @dataclass

@@ -8,9 +8,20 @@ Per stream, one contiguous array of every video's steps plus offsets, in the sto
     <root>/features/<stream>/packed/times.npy     (sum of T,)    float32 seconds
     <root>/features/<stream>/packed/index.json    ids, offsets, dim, dtype and the store's fingerprint
 
-Built once (by the first process of a machine, `ensure_packed`), rebuilt when the store's
-fingerprint changes (its meta.json, index.csv, and every listed file's size and mtime). Reading is
-lazy: a video's rows are read with one positioned read (``os.pread``) per array, so they pass
+Built once (by the first process of a machine, `ensure_packed`), rebuilt when its sources change.
+Sources are checked by content: index.json records each listed file's blake2b hash, taken from the
+bytes packed, plus its size, mtime and ctime. A file whose stat is unchanged is trusted (ctime cannot
+be set back by a user, so an edit that restores the size and mtime still shows); a file whose stat
+changed is hashed again and the pack is rebuilt only when the content differs (a copied store is
+hashed once, not repacked). The pack's own arrays are checked whenever it is opened: their exact
+sizes, and a hash written when they were built. That hash covers the whole file up to 64 MiB and,
+above, 64 blocks of 64 KiB spread over it (first and last included), so opening a multi-GB pack
+costs a few MB of reads; damage confined between the sampled blocks is caught instead when a video
+is read (the pack holds only finite values, so a non-finite one is a `StoreError` naming the pack).
+A damaged pack is rebuilt by the next run (it is our own derived file). Folders and files follow the
+umask, like every eri write, so another user can read a pack; one who cannot write it gets one line.
+
+Reading is lazy: a video's rows are read with one positioned read (``os.pread``) per array, so they pass
 through the page cache that every rank on the machine shares and never count towards a rank's
 resident memory; only ``valid`` and the offsets (a byte and 8 bytes per step) stay in RAM. `load`
 returns exactly what `FeatureStore.load` returns, so training batches are identical in both modes
@@ -20,6 +31,7 @@ returns exactly what `FeatureStore.load` returns, so training batches are identi
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -31,56 +43,158 @@ from tqdm.auto import tqdm
 
 from eri.data.store import FeatureStore
 from eri.errors import StoreError
-from eri.io import atomic_write_json, stable_hash
+from eri.io import _umask, atomic_write_json, stable_hash
 
 ARRAYS = ("features", "valid", "times")
+FULL_HASH_BYTES, SAMPLE_BLOCKS, SAMPLE_BYTES = 64 << 20, 64, 64 << 10  # the pack's own check (module docstring)
+
+
+def _head(store: FeatureStore, stream: str) -> str:
+    """A hash of the stream's meta.json and index.csv bytes."""
+    d = store.dir / stream
+    try:
+        return hashlib.blake2b((d / "meta.json").read_bytes() + b"\0" + (d / "index.csv").read_bytes(),
+                               digest_size=16).hexdigest()
+    except OSError as e:
+        raise StoreError(f"{d}: cannot read its meta.json or index.csv ({e})") from None
+
+
+def _stat(path: Path) -> list | None:
+    """What changes whenever a file's bytes are rewritten (None: missing)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _stats(store: FeatureStore, stream: str) -> dict[str, list | None]:
+    return {vid: _stat(store.path(stream, vid)) for vid in store.index(stream)["File_ID"]}
+
+
+def _content_hash(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable: {e}"
 
 
 def fingerprint(store: FeatureStore, stream: str) -> str:
-    """Changes whenever the stream's metadata, index or any listed file changes (a missing file too)."""
-    d = store.dir / stream
-    try:
-        parts = [(d / "meta.json").read_bytes().hex(), (d / "index.csv").read_bytes().hex()]
-    except OSError as e:
-        raise StoreError(f"{d}: cannot read its meta.json or index.csv ({e})") from None
-    for vid in store.index(stream)["File_ID"]:
-        try:
-            st = store.path(stream, vid).stat()
-            parts.append(f"{vid}:{st.st_size}:{st.st_mtime_ns}")
-        except FileNotFoundError:
-            parts.append(f"{vid}:missing")
-    return stable_hash(parts, "sha1")
+    """Changes whenever the stream's metadata, index or the content of any listed file changes (a
+    missing file too). Hashes every file: `ensure_packed` avoids that when the stats are unchanged."""
+    hashes = {vid: _content_hash(store.path(stream, vid)) for vid in store.index(stream)["File_ID"]}
+    return _fingerprint(_head(store, stream), hashes)
+
+
+def _fingerprint(head: str, hashes: dict[str, str]) -> str:
+    return stable_hash([head, sorted(hashes.items())], "sha1")
 
 
 def packed_dir(store: FeatureStore, stream: str) -> Path:
     return store.dir / stream / "packed"
 
 
-def _current(info: Path, want: str) -> bool:
+def _digest(path: Path) -> dict:
+    """``{"size", "hash"}`` of one of the pack's arrays: the whole file up to FULL_HASH_BYTES, above
+    that SAMPLE_BLOCKS blocks spread evenly over it, first and last included."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= FULL_HASH_BYTES:
+            h.update(f.read())
+        else:
+            for k in range(SAMPLE_BLOCKS):
+                h.update(os.pread(f.fileno(), SAMPLE_BYTES, (size - SAMPLE_BYTES) * k // (SAMPLE_BLOCKS - 1)))
+    return {"size": size, "hash": h.hexdigest()}
+
+
+def _damage(folder: Path, info: dict) -> str | None:
+    """What is wrong with the pack's own arrays (None: their sizes and hashes are as built)."""
+    want = info.get("arrays")
+    if not isinstance(want, dict) or set(want) != set(ARRAYS):
+        return "index.json records no array sizes and hashes (written by an older eri)"
+    for name in ARRAYS:
+        path = folder / f"{name}.npy"
+        try:
+            got = _digest(path)
+        except OSError as e:
+            return f"{path.name} cannot be read ({type(e).__name__}: {e})"
+        if got["size"] != want[name].get("size"):
+            return f"{path.name} has {got['size']} bytes, {want[name].get('size')} when it was built"
+        if got["hash"] != want[name].get("hash"):
+            return f"{path.name} has other bytes than when it was built"
+    return None
+
+
+def _info(folder: Path) -> dict | None:
     try:
-        return info.is_file() and json.loads(info.read_text()).get("fingerprint") == want
+        info = json.loads((folder / "index.json").read_text())
+        return info if isinstance(info, dict) else None
     except (OSError, ValueError):
-        return False  # damaged: rebuilt
+        return None  # missing or damaged: rebuilt
+
+
+def _current(store: FeatureStore, stream: str, out: Path, refresh: bool) -> bool:
+    """Whether the pack in ``out`` is intact and built from the store's current files. Files whose
+    stat changed are hashed; with ``refresh`` (under the lock), equal content updates their stats."""
+    info = _info(out)
+    if info is None or info.get("head") != _head(store, stream) or _damage(out, info):
+        return False
+    stats, hashes, seen = _stats(store, stream), info.get("hashes") or {}, info.get("stats") or {}
+    if set(stats) != set(hashes):
+        return False
+    changed = [vid for vid, st in stats.items() if seen.get(vid) != st]
+    if not changed:
+        return True
+    if not refresh or any(_content_hash(store.path(stream, vid)) != hashes[vid] for vid in changed):
+        return False
+    info["stats"] = {**seen, **{vid: stats[vid] for vid in changed}}  # same bytes (e.g. a copied store)
+    atomic_write_json(out / "index.json", info)
+    return True
 
 
 def ensure_packed(store: FeatureStore, stream: str, progress: bool = True) -> Path:
-    """The packed copy of ``stream``, (re)built when missing or stale, by one process at a time (a file
-    lock: other processes wait, then find it current). Written into a temporary folder renamed into
-    place, so an interrupted build leaves nothing half-written."""
+    """The packed copy of ``stream``, (re)built when missing, stale or damaged, by one process at a
+    time (a file lock: other processes wait, then find it current). Written into a temporary folder
+    renamed into place, so an interrupted build leaves nothing half-written."""
     out = packed_dir(store, stream)
-    want = fingerprint(store, stream)
-    if _current(out / "index.json", want):
+    if _current(store, stream, out, refresh=False):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / "packed.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _current(out / "index.json", want):
-            return out
-        return _build(store, stream, out, want, progress)
+    try:
+        with _locked(out.parent / "packed.lock"):
+            if _current(store, stream, out, refresh=True):
+                return out
+            return _build(store, stream, out, progress)
+    except PermissionError as e:
+        raise StoreError(f"{out}: cannot build the packed copy of stream '{stream}' ({e.strerror}: {e.filename}): "
+                         "this store is not writable by you; ask its owner to run once with data.cache=memmap, "
+                         "or use data.cache=memory") from None
 
 
-def _build(store: FeatureStore, stream: str, out: Path, want: str, progress: bool) -> Path:
+class _locked:
+    """An exclusive ``flock`` on ``path``, opened read-only when another user's lock file is not writable."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        try:
+            self.file = open(self.path, "a")
+        except PermissionError:
+            self.file = open(self.path)  # flock works on a read-only descriptor
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *_):
+        self.file.close()
+
+
+def _build(store: FeatureStore, stream: str, out: Path, progress: bool) -> Path:
     ids = list(store.index(stream)["File_ID"])
+    head = _head(store, stream)
     dim = int(store.meta(stream).get("dim") or 0)
     dtype = np.dtype(store.meta(stream).get("dtype") or "float32")
     damaged, lengths = {}, []
@@ -93,25 +207,33 @@ def _build(store: FeatureStore, stream: str, out: Path, want: str, progress: boo
     lengths = np.asarray(lengths, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     tmp = Path(tempfile.mkdtemp(prefix=".packed.", dir=out.parent))
-    total = int(offsets[-1])
-    with _NpyAppender(tmp / "features.npy", dtype, (total, dim)) as feats, \
-            _NpyAppender(tmp / "valid.npy", np.bool_, (total,)) as valid, \
-            _NpyAppender(tmp / "times.npy", np.float32, (total,)) as times:
-        for k, vid in enumerate(tqdm(ids, desc=f"packing {stream}", disable=not progress, leave=False)):
-            n = int(lengths[k])
-            f, v, t = np.zeros((n, dim), dtype), np.zeros(n, np.bool_), np.zeros(n, np.float32)  # damaged: zeros
-            if vid not in damaged:
-                try:
-                    f, v, t = store.load(stream, vid, with_times=True)  # non-finite steps: zeroed and invalid, as loaded
-                except StoreError as e:
-                    damaged[vid] = str(e)
-            if len(f) != n:
-                raise StoreError(f"{store.path(stream, vid)} changed while it was being packed; rerun")
-            feats.append(f), valid.append(v), times.append(t)
-    atomic_write_json(tmp / "index.json", {"fingerprint": want, "ids": ids, "offsets": offsets.tolist(),
-                                           "dim": dim, "dtype": dtype.name, "stream": stream, "damaged": damaged})
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: another user could not read the pack
+    total, stats, hashes = int(offsets[-1]), {}, {}
+    try:
+        with _NpyAppender(tmp / "features.npy", dtype, (total, dim)) as feats, \
+                _NpyAppender(tmp / "valid.npy", np.bool_, (total,)) as valid, \
+                _NpyAppender(tmp / "times.npy", np.float32, (total,)) as times:
+            for k, vid in enumerate(tqdm(ids, desc=f"packing {stream}", disable=not progress, leave=False)):
+                n, path = int(lengths[k]), store.path(stream, vid)
+                stats[vid], hashes[vid] = _stat(path), _content_hash(path)  # before reading: a later edit shows
+                f, v, t = np.zeros((n, dim), dtype), np.zeros(n, np.bool_), np.zeros(n, np.float32)  # damaged: zeros
+                if vid not in damaged:
+                    try:
+                        f, v, t = store.load(stream, vid, with_times=True)  # non-finite steps: zeroed and invalid, as loaded
+                    except StoreError as e:
+                        damaged[vid] = str(e)
+                if len(f) != n or _stat(path) != stats[vid]:
+                    raise StoreError(f"{path} changed while it was being packed; rerun")
+                feats.append(f), valid.append(v), times.append(t)
+        arrays = {name: _digest(tmp / f"{name}.npy") for name in ARRAYS}
+        atomic_write_json(tmp / "index.json", {
+            "fingerprint": _fingerprint(head, hashes), "head": head, "hashes": hashes, "stats": stats,
+            "arrays": arrays, "ids": ids, "offsets": offsets.tolist(), "dim": dim, "dtype": dtype.name,
+            "stream": stream, "damaged": damaged})
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; left over only after an error
     return out
 
 
@@ -119,10 +241,11 @@ class PackedStream:
     """One packed stream, read a video at a time with positioned reads."""
 
     def __init__(self, folder: Path):
-        try:
-            info = json.loads((folder / "index.json").read_text())
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{folder}: no usable packed copy ({type(e).__name__}: {e}); it is rebuilt by prepare_data") from None
+        info = _info(folder)
+        problem = "index.json is missing or damaged" if info is None else _damage(folder, info)
+        if problem:
+            raise StoreError(f"{folder}: the packed copy is damaged ({problem}); the next run rebuilds it")
+        self.folder = folder
         self.row = {vid: k for k, vid in enumerate(info["ids"])}
         self.fingerprint, self.damaged = info["fingerprint"], info.get("damaged", {})
         self.offsets = np.asarray(info["offsets"], np.int64)
@@ -142,6 +265,8 @@ class PackedStream:
         """Rows ``a:b`` of one array: (b - a, width), or (b - a,) when ``width`` is None."""
         size = dtype.itemsize * (width or 1)
         buf = os.pread(self.fds[name], (b - a) * size, self.data_start[name] + a * size)
+        if len(buf) != (b - a) * size:
+            raise StoreError(f"{self.paths[name]}: the packed copy is truncated; the next run rebuilds it")
         return np.frombuffer(buf, dtype).reshape((b - a, width) if width else (b - a,))
 
     def load(self, vid: str, with_times: bool = False):
@@ -150,6 +275,9 @@ class PackedStream:
             raise StoreError(self.damaged.get(vid) or f"video {vid} is not in the packed store")
         a, b = int(self.offsets[k]), int(self.offsets[k + 1])
         feats = self._read("features", a, b, self.dim, self.dtype).astype(np.float32)
+        if not np.isfinite(feats).all():  # packed steps are finite by construction: these bytes were damaged
+            raise StoreError(f"{self.paths['features']}: the packed copy is damaged (non-finite values for video "
+                             f"{vid}); the next run rebuilds it")
         valid = self.valid[a:b].copy()
         if not with_times:
             return feats, valid
@@ -181,10 +309,13 @@ class _NpyAppender:
 
 
 def _data_offset(path: Path) -> int:
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
-        return f.tell()
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+            return f.tell()
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path}: the packed copy is damaged ({type(e).__name__}: {e}); the next run rebuilds it") from None
 
 
 class PackedStore:

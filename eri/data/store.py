@@ -157,6 +157,24 @@ class FeatureStore:
         return feats, valid
 
 
+    def check_rate(self, stream: str, ids, sample: int = 3) -> None:
+        """A StoreError naming meta.json and a file when the stream's ``rate`` disagrees with the
+        timestamps of the first ``sample`` readable files of ``ids`` (a few reads, whatever the size)."""
+        meta, seen = self.meta(stream), 0
+        for vid in ids:
+            try:
+                with np.load(self.path(stream, vid), allow_pickle=False) as z:
+                    times = z["timestamps"] if "timestamps" in z.files else None
+            except Exception:  # noqa: BLE001 - a damaged file is judged where it is loaded (data.bad_files)
+                continue
+            problem = None if times is None else rate_problem(meta, times)
+            if problem:
+                raise StoreError(f"{self.path(stream, 'meta', '.json')}: {problem} in {self.path(stream, vid)}; "
+                                 "fix the stream's meta.json rate (\"frame\" for one step per video frame, else steps per second)")
+            seen += times is not None and len(times) > 2
+            if seen >= sample:
+                return
+
     def inspect(self, stream: str, vid: str) -> dict:
         """``{"n_steps", "n_valid", "config_hash"}`` of one file without reading its features (only the
         array headers), checked like `load`: a damaged or misshapen file is a StoreError naming it."""
@@ -180,6 +198,45 @@ class FeatureStore:
         if problem:
             raise StoreError(f"{path}: {problem}")
         return {"n_steps": int(shape[0]), "n_valid": int(np.asarray(valid, bool).sum()), "config_hash": stored}
+
+
+def unlearned(stream: str, meta: dict) -> str | None:
+    """The warning for a stream extracted with random (unlearned) weights, from its meta.json (None: the
+    weights were learned). Extraction prints it, training and prediction warn with it: numbers from
+    such a model are real code paths on features that carry no learned information."""
+    if not meta.get("random_init"):
+        return None
+    net = "ResNet18" if "resnet18" in str(meta.get("backbone", "")).lower() else f"'{meta.get('extractor')}' network"
+    return (f"stream '{stream}' was extracted with a randomly initialised {net}: its features carry no learned "
+            "information; give the extractor `weights:`")
+
+
+MIN_FRAME_RATE = 3.0  # steps/s: a "frame" stream slower than this is not video frames (audio tokens are ~2/s)
+RATE_FACTOR = 1.5  # a stated rate this many times faster or slower than the timestamps' spacing is wrong
+
+
+def rate_problem(meta: dict, times: np.ndarray) -> str | None:
+    """Whether a stream's meta.json ``rate`` disagrees with one file's timestamps (None: agrees, or too
+    few steps to tell). ``rate`` decides which streams the valid-frame minimum and ``frame_stride`` apply
+    to, so a wrong one silently drops videos or thins the wrong stream."""
+    steps = np.diff(np.asarray(times, np.float64))
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    if len(steps) < 2:
+        return None
+    spacing = float(np.median(steps))
+    seen = 1.0 / spacing
+    rate = meta.get("rate")
+    fps = (meta.get("decode") or {}).get("fps") if isinstance(meta.get("decode"), dict) else None
+    if rate == "frame" and not fps:
+        if seen < MIN_FRAME_RATE:
+            return (f"rate is 'frame', but its timestamps are {spacing:.3g} s apart ({seen:.3g} steps/s), slower than "
+                    f"any video ({MIN_FRAME_RATE:g} frames/s at least)")
+        return None
+    want = fps if rate == "frame" else rate
+    if isinstance(want, (int, float)) and not isinstance(want, bool) and want > 0:
+        if max(seen / want, want / seen) > RATE_FACTOR:
+            return f"rate is {want:g} steps/s, but its timestamps are {spacing:.3g} s apart ({seen:.3g} steps/s)"
+    return None
 
 
 def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple, np.dtype]:

@@ -6,6 +6,7 @@
                                   that did not see it (cross-fitting); predictions_test.csv: the final combiner
     <out>/members.csv             each member's val/test mean PCC and its runs
     <out>/members.png             per-emotion PCC of each member against the ensemble, with 95% intervals
+    <out>/dataset.json            the data signature its member runs share, or that they do not (`eri.data.signature`)
 
 The combiner never sees the predictions it is scored on: the ensemble's "val" is cross-fitted within
 the fit set (`eri.ensembles.combiners`), and test is scored once, with the combiner fitted on the
@@ -26,6 +27,7 @@ from eri.config import to_yaml
 from eri.constants import EMOTIONS
 from eri.ensembles.combiners import COMBINERS, Combination
 from eri.ensembles.members import Member, build_members, labels, stack
+from eri.ensembles.submission import ensemble_signature
 from eri.errors import InputError
 from eri.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from eri.training.metrics import bootstrap_ci, bootstrap_counts, percentile_ci, resampled_pcc, score
@@ -113,9 +115,35 @@ def run_ensemble(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> dict 
         df.insert(0, "File_ID", ids)
         atomic_write_text(out / f"predictions_{split}.csv", df.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out / "members.csv", pd.DataFrame(metrics["members"]).drop(columns=["pcc"]).to_csv(index=False))
+    atomic_write_json(out / "dataset.json", ensemble_signature([r for m in selected for r in m.runs]))
     atomic_write_json(out / "metrics.json", metrics)
     figure(out / "members.png", selected, result, ecfg)
     return metrics
+
+
+def summary_table(metrics: dict) -> str:
+    """One table of a finished ensemble (what tools/ensemble.py prints; the numbers stay in metrics.json):
+    each member, their mean, the ensemble with 95% intervals, the other combiners and the ceiling."""
+    from tabulate import tabulate
+
+    def pcc(x) -> str:
+        return "" if x is None else f"{x:.4f}"
+
+    def scored(s: dict) -> str:
+        if "mean_pcc" not in s:
+            return s.get("not_scored", "")
+        lo, hi = s["ci95"]["mean_pcc"]
+        return f"{s['mean_pcc']:.4f} [{lo:.4f}, {hi:.4f}]"
+
+    rows = [[f"member {r['member']}", pcc(r.get("val_mean_pcc")), pcc(r.get("test_mean_pcc"))] for r in metrics["members"]]
+    mean = metrics.get("mean_of_members", {})
+    rows.append(["mean of the members", pcc(mean.get("val")), pcc(mean.get("test"))])
+    rows.append([f"ensemble ({metrics['combiner']['name']})", scored(metrics["val"]), scored(metrics["test"])])
+    rows += [[f"  other combiner: {n}", pcc(v["val"]), pcc(v["test"])] for n, v in metrics.get("combiners", {}).items()]
+    if metrics.get("ceiling"):
+        rows.append(["ceiling (synthetic)", pcc(metrics["ceiling"].get("val")), pcc(metrics["ceiling"].get("test"))])
+    return tabulate(rows, ["", "val mean PCC (cross-fitted) [95% CI]", "test mean PCC [95% CI]"],
+                    tablefmt="simple", disable_numparse=True)
 
 
 def _member_row(m: Member, result: dict, i: int) -> dict:

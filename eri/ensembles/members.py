@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from eri.config import load_config
 from eri.data.labels import labels_of
 from eri.errors import InputError
+from eri.progress import Units
 from eri.training.cache import cached_train
 from eri.training.run import predictions
 
@@ -68,10 +69,11 @@ def build_members(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> list
     """Train the missing members (through the run cache), read the finished ones, return them checked.
     ``shard=(k, n)``: train only every n-th run (member x seed x fold) from the k-th and return None, so
     several processes or a SLURM array share the training; an unsharded rerun then combines (all cached)."""
-    progress = progress or (lambda *_: None)
+    entries = [OmegaConf.to_container(e) if not isinstance(e, dict) else e for e in ecfg.members]
+    jobs = sum(len(e.get("seeds") or [0]) * (e.get("folds") or 1) for e in entries if not e.get("run"))
+    units = Units(len(range(shard[0], jobs, shard[1])), progress)  # one [k/N] line per member run
     members, job = [], -1
-    for entry in ecfg.members:
-        entry = OmegaConf.to_container(entry) if not isinstance(entry, dict) else entry
+    for entry in entries:
         name = entry.get("name") or Path(entry.get("config") or entry["run"]).stem
         if entry.get("run"):
             fit, test, sig, m = _read_run(Path(entry["run"]))
@@ -88,10 +90,12 @@ def build_members(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> list
                     continue
                 extra = [f"seed={seed}", "trainer.progress_bar=false"]
                 extra += [f"data.cv.folds={k}", f"data.cv.fold={fold}"] if k else []
+                units.start()
                 cfg = load_config(entry["config"], [*entry.get("overrides", []), *ecfg.overrides, *extra])
-                _, trained, run = cached_train(cfg, ecfg.runs)
-                progress(f"  member {name} seed {seed}" + (f" fold {fold}/{k}" if k else "") +
-                         f": {'trained' if trained else 'cached'} ({run})")
+                metrics, trained, run = cached_train(cfg, ecfg.runs, quiet=True)
+                val = metrics.get("val", {}).get("mean_pcc")
+                units.done(f"member '{name}' seed {seed}" + (f" fold {fold}/{k}" if k else ""),
+                           f"val {val:.4f}" if val is not None else "val not scored", trained=trained)
                 runs.append(run)
             if shard[1] > 1:
                 continue

@@ -14,6 +14,10 @@ Choices (the teams' papers differ; ours, written out):
 - Long audio is cut into ``chunk_seconds`` pieces encoded independently (attention cost grows with
   the square of the length); a last piece shorter than the model's receptive field (400 samples
   for wav2vec2-base) is dropped. Hume-Reaction videos (<= 15 s) fit in one piece.
+- Trust: a model folder is data, never code. A ``config.json`` whose ``auto_map`` names custom code
+  is refused (transformers would offer to run it; eri passes ``trust_remote_code=False`` and never
+  prompts), and so is a pickled ``*.bin`` that ``torch.load(weights_only=True)`` will not load (loaded
+  through `eri.io.load_torch` first); ``*.safetensors`` weights are used when present.
 - Steps: the model's own frames (stride 320 samples = 50 Hz for the base models), timestamped at the
   centre of each frame's receptive field; or, with ``rate``, frame means over windows of 1 / rate s
   (window k holds the frames centred in [k / rate, (k + 1) / rate), timestamped at its centre).
@@ -28,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eri.errors import WeightsError
+from eri.errors import UnsafeFileError, WeightsError
 from eri.features.base import Extractor
+from eri.io import load_torch
 
 SAMPLE_RATE = 16000
 HOW_TO_GET = (
@@ -69,6 +74,7 @@ class SSLAudioExtractor(Extractor):
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise WeightsError(f"audio_ssl: no model in {path} (config.json missing); {HOW_TO_GET}")
+        safetensors = check_model_dir(path)
         if normalize is None:
             pre = path / "preprocessor_config.json"
             if not pre.is_file():
@@ -85,7 +91,14 @@ class SSLAudioExtractor(Extractor):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        try:
+            model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False,
+                                              use_safetensors=safetensors or None)
+        except Exception as e:  # noqa: BLE001 - an unknown model_type, missing or misshapen weights: one line
+            raise WeightsError(
+                f"audio_ssl: cannot load the model in {path} ({type(e).__name__}: {e}); {HOW_TO_GET}"
+            ) from None
+        self.model = model.to(self.device).eval()
         cfg = self.model.config
         n_states = cfg.num_hidden_layers + 1
         if layer != "mean" and not (isinstance(layer, int) and -n_states <= layer < n_states):
@@ -154,6 +167,37 @@ class SSLAudioExtractor(Extractor):
             "num_hidden_layers": cfg.num_hidden_layers,
             "normalize": self.normalize,
         }
+
+
+def check_model_dir(path: Path) -> bool:
+    """Refuse a model folder that would run code: ``auto_map`` (custom modelling code) in its JSON
+    configs, or a ``*.bin`` pickle that weights_only refuses (checked only when no ``*.safetensors``
+    is there, as transformers then loads the ``.bin``). Returns whether safetensors weights exist."""
+    for name in ("config.json", "preprocessor_config.json"):
+        f = path / name
+        if not f.is_file():
+            continue
+        try:
+            cfg = json.loads(f.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WeightsError(f"audio_ssl: {f} is damaged ({type(e).__name__}: {e})") from None
+        if not isinstance(cfg, dict):
+            raise WeightsError(f"audio_ssl: {f} is not a JSON object")
+        if "auto_map" in cfg:
+            raise UnsafeFileError(
+                f"audio_ssl: {f} refused as unsafe: its auto_map names custom code "
+                f"({sorted(map(str, cfg['auto_map']))}) "
+                "that transformers would run; eri never runs code from a model folder (trust_remote_code=False): "
+                "use a standard wav2vec 2.0 / HuBERT / WavLM folder"
+            )
+    if any(path.glob("*.safetensors")):
+        return True
+    for f in sorted(path.glob("*.bin")):
+        try:
+            load_torch(f, "audio_ssl weights")
+        except UnsafeFileError as e:
+            raise UnsafeFileError(f"{e}; prefer the model's model.safetensors (hf download fetches it)") from None
+    return False
 
 
 def pool_to_rate(feats: torch.Tensor, times: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:

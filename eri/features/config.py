@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from eri.config import ConfigError, load_structured, rule
+from omegaconf import OmegaConf
+
+from eri.config import ConfigError, check_rules, guard, load_structured, rule
 
 # config keys that do not change the numbers beyond float rounding: not in the stream hash
-NON_NUMERIC = ("device", "batch_size", "chunk_mb")
+NON_NUMERIC = ("device", "batch_size", "chunk_mb", "max_pixels")
 # keys added after stores were written: hashed only when set away from this value, so old stores stay current
 HASH_NEUTRAL = {"detect_max_side": None}
 STREAM_KEYS = ("name", "stream", "dtype", "config")
@@ -19,7 +21,10 @@ STREAM_KEYS = ("name", "stream", "dtype", "config")
 @dataclass
 class DecodeConfig:
     fps: Optional[float] = rule(None, gt=0)  # None: native frames (VFR kept); a number: resample onto that rate
-    max_side: Optional[int] = rule(None, ge=16)  # downscale frames on decode so the longer side is at most this
+    # downscale frames on decode so the longer side is at most this (None: 3840, eri.features.video.MAX_SIDE)
+    max_side: Optional[int] = rule(None, ge=16)
+    # refuse a video whose frames have more pixels (a decompression bomb); default 8K UHD
+    max_pixels: int = rule(7680 * 4320, ge=256)
     chunk_mb: float = rule(256, gt=0)  # frames are decoded and processed this many MB at a time (flat memory)
 
 
@@ -65,3 +70,19 @@ def load_extract_config(path: str | Path | None = None, overrides: list[str] = (
                 f"{path}: extractors[{i}]: unknown key(s) {unknown} or no name; valid keys: {list(STREAM_KEYS)}"
             )
     return cfg
+
+
+def check_stream_settings(metas: dict, where: str) -> None:
+    """Each stream's stored face and decode settings (a model file's spec: it may come from a stranger)
+    against this schema's types and ranges: one `ConfigError` naming ``where``, not a crash deep in
+    extraction (``faces.every_k: 0``)."""
+    for stream, meta in metas.items():
+        for key, schema in (("faces", FaceConfig), ("decode", DecodeConfig)):
+            value = meta.get(key) if isinstance(meta, dict) else None
+            if value is None:
+                continue
+            what = f"{where}: its model spec has stream '{stream}' settings"
+            if not isinstance(value, dict):
+                raise ConfigError(f"{what}: {key} is not a mapping")
+            cfg = guard(lambda: OmegaConf.merge(OmegaConf.structured(schema), value), what, schema)
+            check_rules(cfg, schema, what, f"{key}.")

@@ -1,6 +1,6 @@
 """The face half of extraction, chunk by chunk: decode (`FrameStream`) -> detect (`TrackStream`) ->
-align groups of ``faces.batch_size`` valid frames. It yields `Crops` as they are ready and a
-`FaceSummary` at the end, so a video of any length or resolution is processed in flat memory
+align groups of ``faces.batch_size`` valid frames. It yields `Crops` as they are ready, a `Decoded`
+after each chunk (the progress bar's frame count) and a `FaceSummary` at the end, so a video of any length or resolution is processed in flat memory
 (about ``decode.chunk_mb`` of frames, plus up to ``every_k`` held-back frames and one group of at
 most ``faces.batch_size`` frames and `GROUP_MB`).
 
@@ -39,6 +39,15 @@ class Features:
     failed: dict  # stream -> error message (the stream is skipped for the rest of the video)
 
 
+@dataclass
+class Decoded:
+    """Progress (one per decoded chunk): ``frames`` of the video done so far, of about ``expected``
+    (the container's count at the decode rate; None when it does not say)."""
+
+    frames: int
+    expected: int | None
+
+
 def extract_crops(extractors: dict, crops, failed: dict) -> dict:
     """Run each face extractor not yet ``failed`` on one group of crops: ``{stream: (n, dim) numpy}``.
     An extractor that raises is recorded in ``failed`` and skipped for the rest of the video. The
@@ -66,9 +75,10 @@ class FaceSummary:
 
 
 def face_flow(path, cfg, detector, as_numpy: bool = False):
-    """Yield `Crops` for every group of valid frames, then one `FaceSummary`. Raises `DecodeError`
+    """Yield `Crops` for every group of valid frames and a `Decoded` per chunk, then one `FaceSummary`. Raises `DecodeError`
     for a file without decodable frames."""
-    stream = FrameStream(path, cfg.decode.fps, cfg.decode.max_side, cfg.decode.chunk_mb)
+    stream = FrameStream(path, cfg.decode.fps, cfg.decode.max_side, cfg.decode.chunk_mb,
+                         max_pixels=cfg.decode.max_pixels)
     tracker = TrackStream(detector)
     bs, size = int(cfg.faces.batch_size), int(cfg.faces.crop_size)  # bs: fixed by the resolution, below
     valid, times, shape = [], [], None
@@ -93,6 +103,11 @@ def face_flow(path, cfg, detector, as_numpy: bool = False):
             valid.append(track.valid)
             offset += len(frames)
             yield from group(force=False)
+            yield Decoded(offset, expected())
+
+    def expected() -> int | None:
+        p, nominal = stream.promised_frames, stream.nominal_fps
+        return int(round(p * float(stream.fps) / nominal)) if p and stream.fps and nominal else p
 
     for frames, ts in stream:
         if shape is None:  # a group holds at most GROUP_MB of full-size frames (4K: 5 frames)

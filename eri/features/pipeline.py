@@ -36,9 +36,10 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from eri.data.store import FeatureStore
+from eri.data.store import FeatureStore, unlearned
 from eri.features.config import load_extract_config
 from eri.features.listing import list_videos, parse_shard, report_row
+from eri.features.progress import FrameBar
 from eri.features.streams import Stream, build_streams, rebuild_index, stored_hash, stream_rate
 from eri.io import atomic_write_text
 
@@ -64,6 +65,7 @@ class Extraction:
         self.store = FeatureStore(self.out)
         self.streams = build_streams(cfg, load)
         self.progress = progress
+        self.bar = None  # the last run's `eri.features.progress.FrameBar` (frames done, total)
         self._detector = None
         self.report: list[dict] = []
         self.processed: dict[str, set[str]] = {}  # video -> streams this run computed (their old report rows go)
@@ -201,7 +203,7 @@ class Extraction:
 
     def _faces(self, vid: str, path: Path, events, streams: list[Stream]) -> int:
         """Run every face extractor on each group of aligned crops as it arrives; write at the end."""
-        from eri.features.faceflow import FaceSummary, Features, extract_crops
+        from eri.features.faceflow import Decoded, FaceSummary, Features, extract_crops
         from eri.features.video import DecodeError
 
         names = ",".join(s.name for s in streams)
@@ -213,6 +215,10 @@ class Extraction:
             for ev in events:
                 if isinstance(ev, FaceSummary):
                     summary = ev
+                    continue
+                if isinstance(ev, Decoded):  # a chunk is through: the progress bar moves
+                    if self.bar is not None:
+                        self.bar.tick(ev.frames, ev.expected)
                     continue
                 if isinstance(ev, Features):  # a worker ran the extractors (extract_in: workers)
                     outputs = ev.outputs
@@ -269,17 +275,19 @@ class Extraction:
         jobs = jobs_for(rows, todo, extract_in(self.cfg, workers) == "workers") if workers else []
         job_of = {job.vid: i for i, job in enumerate(jobs)}
         t0 = time.perf_counter()
-        bar = tqdm(rows, total=len(rows), desc=f"extract {k}/{n}" if n > 1 else "extract", unit="video",
-                   disable=not self.progress)
+        decodes = {vid for vid, streams in todo.items() if any(s.extractor.kind == "face" for s in streams)}
+        bar = self.bar = FrameBar(len(rows), len(decodes), f"extract {k}/{n}" if n > 1 else "extract", not self.progress)
         interrupted, pool, threads = False, None, torch.get_num_threads()
         try:
             if jobs:  # the workers take one core each; the extractors here get the rest
                 torch.set_num_threads(max(1, torch.get_num_threads() - workers))
             pool = Workers(self.cfg, jobs, workers) if jobs else None
-            for row in bar:
+            for row in rows:
                 streams = todo[row.File_ID]
+                bar.video(row.File_ID in decodes)
                 if not streams:
                     self.stats["skipped"] += 1
+                    bar.end(0, "already extracted")
                     continue
                 self.processed[row.File_ID] = {s.name for s in streams}
                 media = pool.prepared(job_of[row.File_ID], row.File_ID) if row.File_ID in job_of else None
@@ -288,11 +296,7 @@ class Extraction:
                     media.finish()
                 self.stats["videos"] += 1
                 self.stats["frames"] += frames
-                el = time.perf_counter() - t0
-                bar.set_postfix_str(
-                    f"{self.stats['frames'] / max(el, 1e-9):.1f} frames/s, "
-                    f"{sum(r['failed'] for r in self.report)} failed"
-                )
+                bar.end(frames, f"{sum(r['failed'] for r in self.report)} failed")
         except KeyboardInterrupt:
             interrupted = True
             tqdm.write("interrupted: writing the report and index; rerun the same command to resume")
@@ -313,7 +317,28 @@ class Extraction:
             "interrupted": interrupted,
             "report": str(self.report_path(shard)),
             "n_videos": len(videos),
+            "warnings": self.warnings(),
         }
+
+    def warnings(self) -> list[str]:
+        """What makes this store's features meaningless though extraction succeeded (random weights)."""
+        return [w for s in self.streams if (w := unlearned(s.name, s.extractor.metadata()))]
+
+    def index_only(self) -> int:
+        """`rebuild_indexes` for ``--index-only``, refused (one line, nothing written) when a stream's
+        stored files were extracted with other settings than these: indexing by this config's hash would
+        empty ``index.csv``. Returns the number of damaged files."""
+        from eri.errors import ConfigError
+
+        for s in self.streams:
+            stored = self.store.meta(s.name).get("config_hash")
+            if stored is not None and stored != s.hash:
+                raise ConfigError(
+                    f"--index-only: stream '{s.name}' in {self.store.dir / s.name} was extracted with other settings "
+                    f"(config hash {stored} in its meta.json; this config gives {s.hash}), so none of its files would "
+                    "be indexed: pass the config (and overrides) it was extracted with, or extract with these settings"
+                )
+        return self.rebuild_indexes()
 
     def rebuild_indexes(self) -> int:
         """Every stream's index from its current files; damaged files go to the report. Returns the

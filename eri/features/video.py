@@ -10,6 +10,11 @@
   no audio stream gives ``audio=None`` (recorded by the pipeline, not an error).
 - `FrameStream` decodes in chunks of at most ``chunk_mb`` MB of frames (extraction's way: memory stays
   flat whatever the length or resolution); `decode` gathers a whole video (tests, tools, short clips).
+- Decompression bombs: a 752 KB mp4 can declare 8 frames of 16000x16000 (the decoder alone then
+  allocates GBs). A stream whose declared or decoded frames have more than ``max_pixels`` pixels
+  (`MAX_PIXELS`, 8K UHD) is refused before decoding, with one line naming the file; and frames are
+  scaled by FFmpeg's reformatter, so no array larger than ``max_side`` (`MAX_SIDE` = 3840, 4K, when
+  None) is made. Ordinary videos (up to 4K) decode at their native size.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 from eri.errors import InputError
 
 SAMPLE_RATE = 16_000
+MAX_SIDE = 3840  # frames are downscaled to at most this longer side when no ``max_side`` is given (4K UHD)
+MAX_PIXELS = 7680 * 4320  # frames with more pixels (8K UHD) are refused: see the module docstring
 
 
 class DecodeError(InputError, RuntimeError):
@@ -137,8 +144,10 @@ class FrameStream:
     After iterating: ``nominal_fps``, ``rotation``, ``codec``, ``promised_frames``, ``decoded_frames``
     and ``damage`` (why decoding stopped early, or None) describe the stream, as on `Video`."""
 
-    def __init__(self, path: str | Path, fps: float | None = None, max_side: int | None = None, chunk_mb: float = 256):
-        self.path, self.fps, self.max_side, self.chunk_mb = Path(path), fps, max_side, chunk_mb
+    def __init__(self, path: str | Path, fps: float | None = None, max_side: int | None = None, chunk_mb: float = 256,
+                 max_pixels: int | None = MAX_PIXELS):
+        self.path, self.fps, self.chunk_mb = Path(path), fps, chunk_mb
+        self.max_side, self.max_pixels = max_side or MAX_SIDE, max_pixels
         self.nominal_fps, self.rotation, self.codec = 0.0, 0, ""
         self.promised_frames: int | None = None
         self.decoded_frames, self.damage = 0, None
@@ -157,9 +166,20 @@ class FrameStream:
             raise DecodeError(f"{path}: cannot open as media ({type(e).__name__}: {e})") from e
         try:
             if c.streams.video:
+                cc = c.streams.video[0].codec_context
+                self._check_size(cc.width, cc.height, "declares")  # before the decoder allocates anything
                 yield from self._chunks(c, c.streams.video[0])
         finally:
             c.close()
+
+    def _check_size(self, width: int, height: int, how: str) -> None:
+        """Refuse frames of more than ``max_pixels`` pixels (a decompression bomb), naming the file."""
+        if self.max_pixels and (width or 0) * (height or 0) > self.max_pixels:
+            raise DecodeError(
+                f"{self.path}: refused: its video stream {how} {width}x{height} frames "
+                f"({width * height / 1e6:.0f} MP), more than decode.max_pixels = {self.max_pixels} "
+                f"({self.max_pixels / 1e6:.0f} MP); raise it if the video is real"
+            )
 
     def _frames(self, c, stream):
         """(upright RGB frame, seconds from the first frame) in presentation order, at the native rate."""
@@ -170,9 +190,13 @@ class FrameStream:
         tb = float(stream.time_base) if stream.time_base else 1.0 / max(self.nominal_fps, 1.0)
         self.promised_frames = _promised_frames(stream, c, self.nominal_fps)
         size, t0, last = None, None, -np.inf  # every frame gets the first frame's (possibly downscaled) size
+        seen = None
         try:
             for i, frame in enumerate(c.decode(stream)):
                 self.rotation = frame.rotation or 0
+                if (frame.width, frame.height) != seen:  # the bitstream may disagree with the container
+                    self._check_size(frame.width, frame.height, "decodes")
+                    seen = (frame.width, frame.height)
                 if size is None:
                     w, h = frame.width, frame.height
                     if self.max_side and max(w, h) > self.max_side:
@@ -224,16 +248,18 @@ class FrameStream:
             yield np.stack(chunk), np.asarray(times, np.float64)
 
 
-def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_side: int | None = None) -> Video:
+def decode(path: str | Path, fps: float | None = None, audio: bool = True, max_side: int | None = None,
+           max_pixels: int | None = MAX_PIXELS) -> Video:
     """Decode a whole video file into upright RGB frames (+ timestamps) and 16 kHz mono audio
     (`FrameStream` decodes it chunk by chunk instead, in flat memory).
 
     ``fps``: None keeps the native frames; a number resamples in time (see the module docstring).
-    ``max_side``: downscale frames so that their longer side is at most this (None: native size).
+    ``max_side``: downscale frames so that their longer side is at most this (None: `MAX_SIDE`).
+    ``max_pixels``: refuse frames of more pixels than this (`MAX_PIXELS`; None: no limit).
     A file without a video stream, or whose video stream has no decodable frame, gives T = 0 frames;
     the caller decides whether that is an error. Unreadable files raise `DecodeError` naming the file.
     """
-    stream = FrameStream(path, fps, max_side, chunk_mb=float("inf"))
+    stream = FrameStream(path, fps, max_side, chunk_mb=float("inf"), max_pixels=max_pixels)
     chunks = list(stream)
     arr = np.concatenate([f for f, _ in chunks]) if chunks else np.zeros((0, 0, 0, 3), np.uint8)
     ts = np.concatenate([t for _, t in chunks]) if chunks else np.zeros(0, np.float64)

@@ -12,7 +12,8 @@ the store, video after video in the usual order. Who runs the face extractors is
 Video ``i`` goes to worker ``i mod N`` and the main process reads the workers' queues in video order,
 so the store, the report and the index are written exactly as a sequential run writes them: the same
 groups of crops reach the same extractors (byte-identical files, tested in both modes). Queues are
-bounded (``QUEUE_MESSAGES`` groups per worker), so memory stays flat.
+bounded (``QUEUE_MESSAGES`` groups per worker), so memory stays flat. A worker forwards `face_flow`'s
+`Decoded` event of each chunk too, so the main process's progress bar counts frames as they are done.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from omegaconf import OmegaConf
 
 from eri.constants import EMOTIONS
 from eri.data.dataset import InputPolicy, VideoInput, collate, parse_stream, read_video, spec_dim
-from eri.data.store import open_features
+from eri.data.store import open_features, unlearned
 from eri.errors import CheckpointError, InputError
 from eri.io import atomic_write_text, check_name, load_torch
 from eri.models.spec import KEY as SPEC_KEY
@@ -85,6 +86,11 @@ class Predictor:
         return pd.DataFrame(rows)
 
     # ---------------------------------------------------------------- videos -> intensities
+    def extraction(self, device: str = "cpu"):
+        """The extraction config for new videos; `InputError` (one line) when the model's streams cannot
+        be computed from a video (trained on synthetic, organiser or imported features)."""
+        return extraction_config(self.spec.streams, device, self.source or "the model")
+
     def predict(self, videos: list[str | Path], out: str | Path | None = None, device: str = "cpu",
                 figures: bool = False, progress: bool = True) -> pd.DataFrame:
         """Extract what the model needs from ``videos`` (into ``<out>/store``, a temporary folder when
@@ -93,6 +99,11 @@ class Predictor:
         from eri.data.labels import normalise_id
         from eri.features.pipeline import Extraction
 
+        ecfg = self.extraction(device)  # first: a model that cannot read videos costs no work
+        for name, meta in self.spec.streams.items():
+            why = unlearned(name, meta)
+            if why:
+                warnings.warn(f"{self.source or 'the model'}: {why}")
         videos = [Path(v) for v in videos]
         missing = [str(v) for v in videos if not v.is_file()]
         if missing:
@@ -102,20 +113,28 @@ class Predictor:
             raise InputError(f"two videos share a file name stem: {[v.name for v in videos]}")
         tmp = tempfile.TemporaryDirectory(prefix="eri-predict-") if out is None else None
         out = Path(tmp.name if tmp else out)
+        media = out / "store" / "videos"
         try:
-            media = out / "store" / "videos"
             media.mkdir(parents=True, exist_ok=True)
+            for old in [*media.iterdir(), out / "store" / "extraction_report.csv"]:
+                if old.is_symlink() or old.name == "extraction_report.csv" and old.is_file():
+                    old.unlink()  # an earlier call's links and report: this call extracts and reports its own videos
             for v, vid in zip(videos, ids):  # the store's dataset is a folder of links to the given files
-                for old in [*media.glob(f"{vid}.*"), *(out / "store" / "features").glob(f"*/{vid}.npz")]:
+                for old in (out / "store" / "features").glob(f"*/{vid}.npz"):
                     old.unlink()  # an earlier call's video of the same name: never reused
                 (media / f"{vid}{v.suffix.lower()}").symlink_to(v.resolve())
-            ecfg = extraction_config(self.spec.streams, device)
             ecfg.videos_dir = "videos"
             job = Extraction(ecfg, out / "store", progress=progress)
-            failed = set(job.run()["failed"])
+            try:
+                failed = set(job.run()["failed"])
+            except BaseException:  # refused or interrupted: no link of this call is left for the next
+                for link in media.iterdir():
+                    if link.is_symlink():
+                        link.unlink()
+                raise
             ok = [vid for vid in ids if vid not in failed]
-            inputs = self.read(out / "store", ok)
-            df = self.predict_features(None, videos=inputs).set_index("File_ID")
+            inputs = self.read(out / "store", ok) if ok else {}
+            df = self.predict_features(None, videos=inputs).set_index("File_ID") if ok else None  # None: all failed
             rows = []
             for v, vid in zip(videos, ids):
                 if vid in failed:
@@ -164,6 +183,9 @@ def load_model(path: str | Path, device: str = "cpu") -> Predictor:
         spec = ModelSpec.from_checkpoint(blob[SPEC_KEY], str(ckpt))
     else:  # a run directory written before checkpoints carried their spec
         spec = legacy_spec(_run_dir(ckpt), blob["state_dict"])
+    from eri.features.config import check_stream_settings
+
+    check_stream_settings(spec.streams, str(ckpt))  # faces.every_k: 0 is one line here, not a crash in extraction
     model = spec.build()
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in blob["state_dict"].items() if k.startswith("model.")})
@@ -238,19 +260,41 @@ def legacy_spec(run: Path, state_dict: dict) -> ModelSpec:
     )
 
 
-def extraction_config(metas: dict[str, dict], device: str = "cpu"):
-    """The extraction config that reproduces the training streams (face/decode settings must agree)."""
+# what a user with a model that cannot read new videos can do instead
+TRAIN_ON_VIDEO = ("train one on features eri extracts from video: tools/extract.py --config "
+                  "configs/extract/offline.yaml --data-root DATA, then tools/train.py --config configs/offline.yaml "
+                  "data.root=DATA")
+
+
+def _not_from_video(extractor) -> str | None:
+    """Why a stream made by ``extractor`` cannot be computed for a new video (None: it can)."""
+    from eri.features.extractors import EXTRACTORS, extractor_class
+
+    if extractor == "synthetic":
+        return "synthetic features (eri.data.synthetic)"
+    if extractor in ("muse", "muse2022"):
+        return "MuSe 2022 organiser features"
+    if extractor is None or extractor not in EXTRACTORS:
+        return f"features of no known extractor ({extractor!r} in its meta.json)"
+    if extractor_class(extractor).kind == "file":
+        return f"features imported from precomputed files ({extractor})"
+    return None
+
+
+def extraction_config(metas: dict[str, dict], device: str = "cpu", source: str = "the model"):
+    """The extraction config that reproduces the training streams (face/decode settings must agree).
+    A model trained on streams no extractor computes from a video (synthetic, organiser or imported
+    features) is refused with one line naming the config to train a usable one."""
     from eri.config import guard
     from eri.features.config import ExtractConfig
 
     faces = decode = None
     extractors = []
     for stream, m in metas.items():
-        if m.get("extractor") in (None, "synthetic", "muse2022"):
-            raise InputError(
-                f"stream '{stream}' was not made by an extractor (extractor: {m.get('extractor')!r}): a "
-                "model trained on synthetic or organiser features cannot process new videos"
-            )
+        why = _not_from_video(m.get("extractor"))
+        if why:
+            raise InputError(f"{source} cannot predict new videos: it was trained on {why} (stream '{stream}'); "
+                             f"{TRAIN_ON_VIDEO}")
         if "faces" in m:
             if faces is not None and (m["faces"] != faces or m.get("decode") != decode):
                 raise InputError(f"stream '{stream}' was extracted with other face/decode settings than another stream")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eri.data.synthetic.claim import claim_folder, read_json
 from eri.errors import ConfigError
 from eri.io import atomic_write_bytes, atomic_write_text
 from eri.mma.model import AU_IDS, EXPRESSIONS, expression_au_table
@@ -43,6 +44,9 @@ VA_CENTRES = {
     "Sadness": (-0.6, -0.4),
     "Surprise": (0.2, 0.8),
 }
+# what a user whose folder was refused can do instead (eri.data.synthetic.claim)
+ADVICE = ("to train on your own face data set data.synthetic=null and point data.datasets at it; for "
+          "synthetic data give data.synthetic_root a new or empty folder")
 AFFECTNET_CODES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger")  # codes 0-6
 AFFWILD2_AUS = (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26)
 EMOTIONET_AUS = (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26)
@@ -315,16 +319,17 @@ PRESETS = {  # sizes of the three sets, canvas (raw image) and aligned-crop size
 
 
 def ensure_mma_synthetic(root, preset: str = "small", seed: int = 0) -> Path:
-    """``root/{affectnet,affwild2,emotionet}`` for a preset; generated once (``synthetic.json`` last)."""
+    """``root/{affectnet,affwild2,emotionet}`` for a preset; generated once (``synthetic.json`` last).
+
+    Writes only into a new or empty folder, or one it started for the same preset and seed (an
+    interrupted run is redone there; `eri.data.synthetic.claim`): a user's own data is never touched."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown MMA synthetic preset '{preset}'; valid: {sorted(PRESETS)}")
     root = Path(root)
     stamp = root / "synthetic.json"
     want = {"preset": preset, "seed": seed, "version": 1}
-    if stamp.exists():
-        have = json.loads(stamp.read_text())
-        if have != want:
-            raise ConfigError(f"{root} holds MMA synthetic data made with {have}, not {want}; use another root")
+    claim_folder(root, {"generator": "eri.mma.synthetic", **want}, ADVICE, complete_keys=tuple(want))
+    if read_json(stamp) == want:
         return root
     p = PRESETS[preset]
     write_affectnet(root / "affectnet", p["affectnet"], seed, p["canvas"])

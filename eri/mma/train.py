@@ -24,7 +24,7 @@ from eri.io import atomic_write_text
 from eri.mma.config import TASKS
 from eri.mma.data import READERS, FaceDataset, MixSampler, Records, build_augment
 from eri.mma.task import MMATask
-from eri.training.skeleton import check_resume, configure_cpu, fit, prepare_once
+from eri.training.skeleton import check_resume, configure_cpu, fit, prepare_once, upload_files
 
 
 def _restrict(rec: Records, tasks) -> Records:
@@ -132,6 +132,7 @@ def train_mma(cfg: DictConfig) -> dict:
         metrics["score"] = task.results.get("score")
     if trainer.is_global_zero:
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        upload_files(trainer, out / "config.yaml", out / "metrics.json")  # MLflow artifacts
         if has_val:
             print(
                 f"\n{out}: best checkpoint {metrics['checkpoint']} (val/score {metrics['score']:.4f})\n"

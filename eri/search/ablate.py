@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from eri.config import ConfigError, load_config, read_yaml
 from eri.io import atomic_write_bytes, atomic_write_text
+from eri.progress import Units
 from eri.training.cache import cached_train
 
 
@@ -243,12 +244,16 @@ def run_table(
     progress=print,
     runs: str | Path = "runs/cache",
     shard: tuple[int, int] = (0, 1),
+    units: Units | None = None,
 ) -> dict:
     """Train (or read) every row x seed through the shared run cache ``runs``, compare each row with the
     table's reference row (paired bootstrap over the same val videos, seeds averaged), and write the
     table's md/csv/tex and bar chart. ``shard=(k, n)``: train only every n-th (row, seed) job from the
-    k-th (several processes share the work); the table is written by an unsharded run (all cached)."""
+    k-th (several processes share the work); the table is written by an unsharded run (all cached).
+    ``units``: the `eri.progress.Units` counting every job of this command (one ``[k/N]`` line each);
+    runs are quiet: the tool prints the tables at the end."""
     progress = progress or (lambda *_: None)
+    units = units or Units(len(range(shard[0], len(table.rows) * seeds, shard[1])), progress)
     folder = Path(out) / table.name
     results, run_dirs, trained, root, layout = [], {}, 0, None, "auto"
     for row in table.rows:
@@ -257,13 +262,15 @@ def run_table(
             job = len(results) * seeds + seed
             if shard[1] > 1 and job % shard[1] != shard[0]:
                 continue
+            what = f"{table.name} row '{row.name}' seed {seed}"
+            units.start()
             try:
                 cfg = resolve(table, row, preset, seed, extra, data_root)
-                metrics, did, run_dir = cached_train(cfg, runs)
+                metrics, did, run_dir = cached_train(cfg, runs, quiet=True)
                 root, layout = root or cfg.data.root, cfg.data.layout
             except Exception as e:  # one bad row never stops the table: report it
                 errors.append(f"seed {seed}: {type(e).__name__}: {e}")
-                progress(f"  {table.name} | {row.name} | seed {seed}: FAILED {type(e).__name__}: {e}")
+                units.done(what, f"FAILED {type(e).__name__}: {e}")
                 continue
             trained += did
             vals.append(metrics["val"]["mean_pcc"])
@@ -272,7 +279,7 @@ def run_table(
             if "ceiling" in metrics:
                 ceil.append(metrics["ceiling"]["val"])
             dirs[seed] = run_dir
-            progress(f"  {table.name} | {row.name} | seed {seed}: val {vals[-1]:.4f} ({'trained' if did else 'cached'})")
+            units.done(what, f"val {vals[-1]:.4f}", trained=did)
         run_dirs[row.name] = dirs
         (vm, vs), (tm, ts) = _stats(vals), _stats(tests)
         results.append(
@@ -399,4 +406,7 @@ def run_tables(names: list[str], **kw) -> list[dict]:
     unknown = [n for n in names if n not in TABLES]
     if unknown:
         raise ConfigError(f"unknown table(s) {unknown}; valid: {sorted(TABLES)} or 'all'")
-    return [run_table(TABLES[n], **kw) for n in names]
+    seeds, shard = kw.get("seeds", 1), kw.get("shard", (0, 1))
+    jobs = sum(len(range(shard[0], len(TABLES[n].rows) * seeds, shard[1])) for n in names)
+    units = Units(jobs, kw.get("progress", print))
+    return [run_table(TABLES[n], **kw, units=units) for n in names]

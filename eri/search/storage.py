@@ -1,7 +1,9 @@
 """Where a study lives and how its workers take turns: the Optuna storage (SQLite by default, any
 SQLAlchemy URL such as a shared PostgreSQL) and a lock around "count the trials, then start one"
 (a file lock beside a SQLite file, an advisory lock on PostgreSQL), so workers together run exactly
-``n_trials``. Passwords in URLs are masked in every message."""
+``n_trials``. Passwords in URLs are masked in every message; a raw ``@`` in a password is sent to the
+driver percent-encoded (the host follows the last ``@``), and an unknown scheme is one line listing
+the supported ones."""
 
 from __future__ import annotations
 
@@ -13,10 +15,43 @@ from eri.errors import ConfigError
 from eri.io import mask_secrets
 
 
+SCHEMES = ("sqlite:///FILE, postgresql[+psycopg2]://..., or another SQLAlchemy dialect[+driver]://... "
+           "whose driver is installed")
+
+
+def _split(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme, user, password, rest from the last '@' before any '?')``, or None without a password."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@", 0, rest.find("?") if "?" in rest else len(rest))
+    if not sep or at < 0 or ":" not in rest[:at]:
+        return None
+    user, _, password = rest[:at].partition(":")
+    return scheme, user, password, rest[at:]
+
+
+def storage_url(url: str) -> str:
+    """``url`` as the driver gets it: a raw ``@`` in the password percent-encoded (SQLAlchemy would take
+    the text after the password's first ``@`` for the host, and print it), and the scheme checked."""
+    import sqlalchemy as sa
+
+    parts = _split(url)
+    if parts and "@" in parts[2]:
+        scheme, user, password, rest = parts
+        url = f"{scheme}://{user}:{password.replace('@', '%40')}{rest}"
+    try:
+        sa.engine.make_url(url).get_dialect()
+    except Exception as e:  # noqa: BLE001 - NoSuchModuleError, ArgumentError: not a database URL eri can use
+        raise ConfigError(mask_secrets(
+            f"study storage {url}: not a database URL eri can use ({type(e).__name__}: {e}); supported: {SCHEMES}"
+        )) from None
+    return url
+
+
 def make_storage(url: str, heartbeat_s: int, max_retry: int):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    url = storage_url(url)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -37,7 +72,13 @@ def make_storage(url: str, heartbeat_s: int, max_retry: int):
 
 
 def storage_error(url: str, e: Exception) -> ConfigError:
-    return ConfigError(mask_secrets(f"cannot open the study storage {url}: {type(e).__name__}: {e}"))
+    """One line naming the storage, its password masked wherever the URL or the driver's message shows it."""
+    text = mask_secrets(f"cannot open the study storage {url}: {type(e).__name__}: {e}")
+    parts = _split(url)
+    if parts and len(parts[2]) >= 3:  # a driver may quote the password outside the URL
+        for shown in {parts[2], parts[2].replace("@", "%40")}:
+            text = text.replace(shown, "***")
+    return ConfigError(text)
 
 
 class StudyLock:
@@ -46,13 +87,17 @@ class StudyLock:
     def __init__(self, url: str, study_name: str):
         self.key = zlib.crc32(study_name.encode())
         self.kind, self._held = None, None
+        url = storage_url(url)
         if url.startswith("sqlite:///"):
             self.kind, self.path = "file", Path(url[len("sqlite:///") :] + ".lock")
         elif url.startswith("postgresql"):
             import sqlalchemy as sa
             from sqlalchemy.pool import NullPool
 
-            self.kind, self.engine = "pg", sa.create_engine(url, poolclass=NullPool)
+            try:
+                self.kind, self.engine = "pg", sa.create_engine(url, poolclass=NullPool)
+            except Exception as e:  # noqa: BLE001 - a driver that is not installed: say which, masked
+                raise storage_error(url, e) from None
 
     def acquire(self) -> None:
         if self._held is not None or self.kind is None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -40,6 +41,7 @@ from omegaconf import DictConfig
 
 from eri.config import ConfigError, load_config, load_structured, rule, to_yaml
 from eri.io import atomic_write_bytes, atomic_write_text, inside, mask_secrets
+from eri.progress import Units
 from eri.search.space import SPACE_KEYS, Space
 from eri.search.storage import StudyLock, make_storage, quiet_experimental, slots_used, storage_error
 
@@ -139,7 +141,8 @@ class Search:
         self.space = Space(scfg)
         self.lock = StudyLock(scfg.storage, scfg.study_name)
         try:
-            with self.lock:  # workers starting together would race to create Optuna's tables
+            with self.lock, warnings.catch_warnings():  # workers starting together would race to create Optuna's tables
+                warnings.filterwarnings("ignore", message=".*heartbeat_interval.* is an experimental feature")  # Optuna's own
                 self.storage = make_storage(scfg.storage, scfg.heartbeat_s, scfg.max_retry)
         except ConfigError:
             raise
@@ -174,7 +177,7 @@ class Search:
             trial.set_user_attr("updates", updates)
             cfg = self.space.trial_config(updates, run_dir, ["trainer.progress_bar=false"])
             t = time.perf_counter()
-            metrics = train(cfg, callbacks=[pruning_callback(trial)])
+            metrics = train(cfg, callbacks=[pruning_callback(trial)], quiet=True)
             trial.set_user_attr("seconds", round(time.perf_counter() - t, 1))
             if "mean_pcc" in metrics.get("test", {}):
                 trial.set_user_attr("test_mean_pcc", metrics["test"]["mean_pcc"])
@@ -215,6 +218,7 @@ class Search:
                     f"study '{self.cfg.study_name}' created in {mask_secrets(self.cfg.storage)}; trial 0 = {self.space.base_path}"
                 )
         start, ran = time.perf_counter(), 0
+        units = Units(self.cfg.n_trials, self.progress)  # one [k/N] line per trial: k counts every worker's
         while self.cfg.timeout is None or time.perf_counter() - start < self.cfg.timeout:
             self.lock.acquire()
             try:
@@ -225,6 +229,7 @@ class Search:
                     break
                 study = self._study(self.cfg.sampler.seed + len(trials))
                 self._current = None
+                units.start()
                 study.optimize(self._objective, n_trials=1, catch=(Exception,))
             except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
                 self.lock.release()
@@ -235,11 +240,9 @@ class Search:
             if self._current is not None:  # the objective ran (optimize raises when it cannot start a trial)
                 ran += 1
                 number = self._current.number
-                self.progress(
-                    _describe(
-                        next(t for t in study.get_trials(deepcopy=False) if t.number == number), self.cfg.n_trials
-                    )
-                )
+                trials = study.get_trials(deepcopy=False)
+                what, result = _describe(next(t for t in trials if t.number == number))
+                units.done(what, result, k=sum(t.state.is_finished() for t in trials))
         seconds = time.perf_counter() - start
         return {
             "trials_run": ran,
@@ -298,7 +301,8 @@ class Search:
             ):
                 metrics = json.loads(final.read_text())  # already retrained with this very config
             else:
-                metrics = train(wanted)
+                self.progress(f"retraining the best trial ({best.number}) into {self.out / 'best'}")
+                metrics = train(wanted, quiet=True)
             summary["retrain"] = {s: metrics[s]["mean_pcc"] for s in ("val", "test") if "mean_pcc" in metrics.get(s, {})}
         atomic_write_text(self.out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         summary["plots"] = save_plots(study, self.out / "plots")
@@ -320,10 +324,11 @@ def _trials_per_hour(trials) -> float | None:
     return round(len(done) / seconds * 3600, 2) if seconds > 0 else None
 
 
-def _describe(t, n_trials: int) -> str:
-    val = f"{t.value:.4f}" if t.value is not None else "-"
+def _describe(t) -> tuple[str, str]:
+    """(which trial, how it ended) for its progress line."""
+    val = f" val {t.value:.4f}" if t.value is not None else ""
     extra = f" ({t.user_attrs['error']})" if "error" in t.user_attrs else ""
-    return f"trial {t.number}/{n_trials}: {t.state.name} val mean PCC {val}{extra}"
+    return f"trial {t.number}" + (" (the paper setting)" if t.user_attrs.get("paper") else ""), f"{t.state.name.lower()}{val}{extra}"
 
 
 def save_plots(study, folder: Path) -> dict:
@@ -359,6 +364,28 @@ def save_plots(study, folder: Path) -> dict:
         except Exception as e:
             result[name] = f"skipped: {type(e).__name__}: {e}"
     return result
+
+
+def summary_table(result: dict) -> str:
+    """One table of what `run_search` returned (what tools/search.py prints; summary.json keeps it all)."""
+    from tabulate import tabulate
+
+    def pcc(x) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    w = result["worker"]
+    rows = [["this worker", f"{w['trials_run']} trial(s) in {w['seconds']} s"
+             + (f" ({w['trials_per_hour']} per hour)" if w["trials_per_hour"] else "")]]
+    if "best_trial" in result:
+        rows += [
+            ["trials", ", ".join(f"{n} {k.lower()}" for k, n in result["states"].items())],
+            ["paper setting (val)", f"trial {result['paper_trial']}: {pcc(result['paper_val_mean_pcc'])}"],
+            ["best (val)", f"trial {result['best_trial']}: {pcc(result['best_val_mean_pcc'])}"],
+            *[[f"  {k}", f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in result["best_params"].items()],
+        ]
+        if "retrain" in result:
+            rows.append(["best, retrained", ", ".join(f"{s} {pcc(v)}" for s, v in result["retrain"].items())])
+    return tabulate(rows, tablefmt="plain", disable_numparse=True)
 
 
 def run_search(scfg: DictConfig, final: bool | None = None, progress=print) -> dict:

@@ -49,9 +49,10 @@ def run_key(cfg: DictConfig) -> str:
     return stable_hash({"config": own, "cache_version": CACHE_VERSION}, "sha1")
 
 
-def cached_train(cfg: DictConfig, runs: str | Path) -> tuple[dict, bool, Path]:
+def cached_train(cfg: DictConfig, runs: str | Path, quiet: bool = False) -> tuple[dict, bool, Path]:
     """``(metrics, trained, run_dir)``: a finished run of the same key is read, not retrained. Processes
-    sharing ``runs`` take a lock per key, so one trains while the others wait and then read it."""
+    sharing ``runs`` take a lock per key, so one trains while the others wait and then read it.
+    ``quiet``: the run prints no table of its own (`eri.training.run.train`)."""
     from eri.training.run import train
 
     out = Path(runs) / run_key(cfg)
@@ -64,7 +65,7 @@ def cached_train(cfg: DictConfig, runs: str | Path) -> tuple[dict, bool, Path]:
         cfg = cfg.copy()
         cfg.out = str(out)
         t = time.perf_counter()
-        metrics = train(cfg)
+        metrics = train(cfg, quiet=quiet)
         metrics["train_seconds"] = round(time.perf_counter() - t, 1)
         atomic_write_json(done, metrics)  # rewritten with the time it took
     return metrics, True, out

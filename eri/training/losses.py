@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from eri.config import loss_weights
 from eri.errors import ConfigError
 
 EPS = 1e-8
@@ -38,14 +39,20 @@ def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES = {"l2": l2_loss, "pcc": pcc_loss, "ccc": ccc_loss}
 
 
+def check_loss(weights: dict, where: str = "loss") -> dict[str, float]:
+    """The loss weights as floats, or a ConfigError: unknown terms, and weights that are not finite
+    numbers >= 0 or are all 0 (`eri.config.loss_weights`, which config loading runs first)."""
+    unknown = sorted(set(weights) - set(LOSSES))
+    if unknown or not weights:
+        raise ConfigError(f"{where}: unknown loss term(s) {unknown or '(none given)'}; valid: {sorted(LOSSES)}")
+    return loss_weights(weights, where)
+
+
 class WeightedLoss:
     """``{"l2": 1.0, "pcc": 0.5}`` -> sum of the weighted terms; terms also returned for logging."""
 
     def __init__(self, weights: dict[str, float]):
-        unknown = sorted(set(weights) - set(LOSSES))
-        if unknown or not weights:
-            raise ConfigError(f"loss: unknown loss term(s) {unknown or '(none given)'}; valid: {sorted(LOSSES)}")
-        self.weights = {k: float(v) for k, v in weights.items() if float(v) != 0.0}
+        self.weights = {k: v for k, v in check_loss(weights).items() if v != 0.0}
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = {k: LOSSES[k](pred, target) for k in self.weights}

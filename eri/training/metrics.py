@@ -30,6 +30,16 @@ def pcc_per_emotion(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
+def nonfinite(pred: np.ndarray) -> str | None:
+    """Why predictions cannot be scored (None: all finite). Never scored as a number: a NaN r would
+    print as a result, and a bootstrap over it as a "0.0000 to 0.0000" interval."""
+    bad = ~np.isfinite(np.asarray(pred, np.float64)).all(axis=1)
+    if not bad.any():
+        return None
+    return (f"{int(bad.sum())} of {len(bad)} videos have NaN or infinite predictions (the model diverged, or its "
+            "input holds non-finite values): not a score")
+
+
 def score(pred: np.ndarray, target: np.ndarray) -> dict:
     """``{"mean_pcc": x, "pcc": {emotion: r}}``, the shape written to metrics.json."""
     r = pcc_per_emotion(pred, target)
@@ -38,7 +48,7 @@ def score(pred: np.ndarray, target: np.ndarray) -> dict:
 
 def format_table(results: dict[str, dict], ceiling: dict | None = None) -> str:
     """A per-emotion table, one column per split."""
-    splits = list(results)
+    splits = [s for s in results if np.isfinite(results[s]["mean_pcc"])]  # NaN is never shown as a result
     lines = [f"{'emotion':<15}" + "".join(f"{s:>10}" for s in splits)]
     for e in EMOTIONS:
         lines.append(f"{e:<15}" + "".join(f"{results[s]['pcc'][e]:>10.4f}" for s in splits))
@@ -92,6 +102,9 @@ def bootstrap_ci(pred, target, resamples: int = BOOTSTRAP_RESAMPLES, seed: int =
                  confidence: float = CONFIDENCE) -> dict:
     """95% percentile bootstrap intervals over videos, for each emotion's PCC and for the mean PCC:
     ``{"mean_pcc": [lo, hi], "pcc": {emotion: [lo, hi]}, "resamples", "seed", "confidence"}``."""
+    why = nonfinite(pred)
+    if why:
+        raise ValueError(f"bootstrap_ci: {why}")
     r = resampled_pcc(pred, target, bootstrap_counts(len(pred), resamples, seed))
     per, mean = percentile_ci(r, confidence), percentile_ci(r.mean(1), confidence)
     names = EMOTIONS if r.shape[1] == len(EMOTIONS) else [str(i) for i in range(r.shape[1])]

@@ -6,6 +6,7 @@
     <out>/logs/version_<k>/metrics.csv  per-step and per-epoch logs, one folder per attempt (`read_logs`)
     <out>/metrics.json           {"val": {...}, "test": {...}, "ceiling": {...}} scored with the best checkpoint
     <out>/predictions_<split>.csv File_ID + 7 intensities
+    <out>/dataset.json           the labels, splits and feature index it was trained on (`eri.data.signature`)
 
 Running again with the same ``--out`` resumes from ``last.ckpt`` (the config must be the same, but
 ``trainer.max_epochs`` may grow). Seeded and deterministic on CPU. Every checkpoint carries the
@@ -29,12 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 from eri.config import streams_of
 from eri.constants import EMOTIONS, VERSION
 from eri.data.datamodule import ERIDataModule
+from eri.data.signature import FILE as SIGNATURE_FILE
+from eri.data.signature import dataset_signature
 from eri.errors import CheckpointError, InputError
 from eri.io import atomic_write_bytes, atomic_write_text, inside, load_torch
 from eri.models.spec import KEY as SPEC_KEY
 from eri.models.spec import ModelSpec
-from eri.training.metrics import bootstrap_ci, format_table
-from eri.training.skeleton import build_trainer, check_resume, configure_cpu, fit, prepare_once, read_logs  # noqa: F401 (read_logs: API)
+from eri.training.metrics import bootstrap_ci, format_table, nonfinite
+from eri.training.skeleton import (  # noqa: F401 (read_logs: API)
+    build_trainer, check_resume, configure_cpu, fit, prepare_once, read_logs, upload_files)
 from eri.training.task import ERITask
 
 
@@ -107,9 +111,10 @@ def write_predictions(out: Path, split: str, ids: list[str], pred) -> None:
     atomic_write_text(out / f"predictions_{split}.csv", df.to_csv(index=False, float_format="%.6f"))
 
 
-def train(cfg: DictConfig, callbacks=()) -> dict:
+def train(cfg: DictConfig, callbacks=(), quiet: bool = False) -> dict:
     """Train, pick the best epoch by val mean PCC, score val and test with it, write the run dir.
-    ``callbacks``: extra Lightning callbacks for the fit (e.g. a search's pruning callback)."""
+    ``callbacks``: extra Lightning callbacks for the fit (e.g. a search's pruning callback); ``quiet``:
+    no per-emotion table (a multi-run tool prints one table of all its runs instead)."""
     out = Path(cfg.out or "runs/run")
     configure_cpu(cfg)
     resume = check_resume(out, cfg)
@@ -123,19 +128,21 @@ def train(cfg: DictConfig, callbacks=()) -> dict:
     trainer.validate(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
     if len(dm.splits["test"].ids):
         trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
-    return finalize(out, dm, task, trainer, best)
+    return finalize(out, dm, task, trainer, best, quiet)
 
 
-def finalize(out: Path, dm: ERIDataModule, task: ERITask, trainer: L.Trainer, best: str) -> dict:
-    """Write predictions, metrics.json and model.ckpt (rank 0 only) and print the per-emotion table."""
+def finalize(out: Path, dm: ERIDataModule, task: ERITask, trainer: L.Trainer, best: str, quiet: bool = False) -> dict:
+    """Write predictions, metrics.json and model.ckpt (rank 0 only) and print the per-emotion table
+    (unless ``quiet``)."""
     metrics: dict = {}
     for split in ("val", "test"):
         res = task.results.get(split)
-        if res is not None and res["score"] is not None:
+        broken = None if res is None or res["score"] is None else nonfinite(res["pred"])
+        if res is not None and res["score"] is not None and not broken:
             metrics[split] = {**res["score"], "ci95": bootstrap_ci(res["pred"], dm.splits[split].labels)}
             continue
-        why = dm.splits[split].not_scored() or "not evaluated"
-        metrics[split] = {"not_scored": why}
+        why = broken or dm.splits[split].not_scored() or "not evaluated"
+        metrics[split] = {"not_scored": why, **({"failed": True} if broken else {})}  # failed: exit 1
         if split == "test" and np.isnan(dm.splits[split].labels).all() and len(dm.splits[split].ids):
             continue  # a test split without any label (ABAW5 withholds them) is normal: predictions are written
         warnings.warn(f"{out}: {split} not scored: {why}")
@@ -150,9 +157,11 @@ def finalize(out: Path, dm: ERIDataModule, task: ERITask, trainer: L.Trainer, be
         for split, res in task.results.items():
             write_predictions(out, split, dm.splits[split].ids, res["pred"])
         save_model(out / "model.ckpt", task)  # the weights validate() just loaded: the best epoch's
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(out / SIGNATURE_FILE, json.dumps(dataset_signature(dm.root, dm.streams, dm.layout), indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))  # last: marks the run finished
+        upload_files(trainer, out / "config.yaml", out / "metrics.json")  # MLflow artifacts
         scored = {s: metrics[s] for s in ("val", "test") if "mean_pcc" in metrics[s]}
-        if scored:
+        if scored and not quiet:
             print(f"\n{out}: best checkpoint {metrics['checkpoint']}\n" + format_table(scored, metrics.get("ceiling")))
     return metrics
 
@@ -175,7 +184,8 @@ def save_model(path: Path, task: ERITask) -> None:
 
 
 def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None = None) -> dict:
-    """Score a finished run's best checkpoint again (e.g. with other trainer.devices), no training."""
+    """Score a finished run's best checkpoint again (e.g. with other trainer.devices), no training:
+    ``{split: {"mean_pcc", "pcc", "ci95"}}`` as in metrics.json."""
     from eri.config import load_config
 
     run_dir = Path(run_dir)
@@ -192,7 +202,8 @@ def evaluate(run_dir: str | Path, splits=("val", "test"), overrides: dict | None
             trainer.validate(task, datamodule=dm, verbose=False)
         elif len(dm.splits["test"].ids):
             trainer.test(task, datamodule=dm, verbose=False)
-    return {s: r["score"] for s, r in task.results.items() if r["score"] is not None}
+    return {s: {**r["score"], **({} if nonfinite(r["pred"]) else {"ci95": bootstrap_ci(r["pred"], dm.splits[s].labels)})}
+            for s, r in task.results.items() if r["score"] is not None}  # the intervals train.py prints too
 
 
 def best_checkpoint(run_dir: Path) -> Path:

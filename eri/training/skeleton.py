@@ -4,7 +4,8 @@ best and last checkpoints, early stopping, RNG state in checkpoints, the logger,
 
     <out>/config.yaml                the resolved config
     <out>/checkpoints/best-*.ckpt    best epoch by the monitored metric; last.ckpt for resuming
-    <out>/logs/version_<k>/...       one folder per attempt (CSV or TensorBoard); mlflow.db for MLflow
+    <out>/logs/version_<k>/...       one folder per attempt (CSV or TensorBoard); MLflow: a run in the
+                                     shared store (`eri.tracking`), one per attempt, named <out>
 
 Running again with the same ``out`` resumes from ``last.ckpt`` (the config must be the same, except
 ``trainer.max_epochs``). Seeded and deterministic on CPU: `RNGState` keeps the torch, numpy and
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from eri.config import NOT_NUMERIC, load_structured, to_yaml
 from eri.errors import ConfigError
 from eri.io import atomic_write_text, load_torch
+from eri.tracking import RUNS, artifact_location, check_uri, experiment_id, flat_params, tracking_uri
 
 # keys a resume may change: max_epochs, and every key that cannot change the numbers
 RESUMABLE = ("trainer.max_epochs", *NOT_NUMERIC)
@@ -88,6 +90,8 @@ def check_resume(out: Path, cfg: DictConfig) -> Path | None:
     """``last.ckpt`` when ``out`` holds an unfinished or finished run of the same config, else None.
     The checkpoint is loaded once with ``weights_only=True`` first, so a damaged or code-carrying
     file is refused before Lightning reads it; another config is an error."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} is a file, not a run directory; give --out a new folder or a run to resume")
     last, saved = out / "checkpoints" / "last.ckpt", out / "config.yaml"
     if not last.exists():
         return None
@@ -105,9 +109,20 @@ def check_resume(out: Path, cfg: DictConfig) -> Path | None:
     return last
 
 
+class LogLR(Callback):
+    """``lr`` once per epoch (the first optimizer's first group, as this epoch uses it): one name
+    whatever the optimizer, so runs compare in every logger."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.optimizers:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+            pl_module.log("lr", lr, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+
+
 def make_logger(cfg: DictConfig, out: Path):
     """``trainer.logger``: csv (``logs/version_<k>/metrics.csv``, one per attempt), tensorboard (event
-    files in the same folders) or mlflow (a local SQLite store ``<out>/mlflow.db``; no server, no network)."""
+    files in the same folders) or mlflow (a run named ``out`` in experiment ``eri`` of the shared store,
+    `eri.tracking.tracking_uri`: SQLite under runs/ unless set otherwise; no server needed)."""
     kind = cfg.trainer.logger
     try:
         if kind == "tensorboard":
@@ -116,9 +131,13 @@ def make_logger(cfg: DictConfig, out: Path):
             return TensorBoardLogger(out, name="logs", default_hp_metric=False)
         if kind == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
+            from lightning.pytorch.utilities import rank_zero_only
 
-            return MLFlowLogger(experiment_name="eri", run_name=Path(out).name,
-                                tracking_uri=f"sqlite:///{Path(out).resolve() / 'mlflow.db'}")
+            uri = tracking_uri(cfg.trainer.get("tracking_uri"))
+            if rank_zero_only.rank == 0:  # the only rank that logs; creating it here is safe against parallel runs
+                experiment_id(uri, RUNS)
+            return MLFlowLogger(experiment_name=RUNS, run_name=str(out), tracking_uri=uri,
+                                artifact_location=artifact_location(uri), tags={"eri.out": str(Path(out).resolve())})
     except ModuleNotFoundError as e:
         raise ConfigError(f"trainer.logger={kind} needs {e.name}: pip install -e '.[loggers]'") from None
     from lightning.pytorch.loggers import CSVLogger
@@ -126,7 +145,42 @@ def make_logger(cfg: DictConfig, out: Path):
     return CSVLogger(out, name="logs")
 
 
+def log_config(trainer: L.Trainer, cfg: DictConfig, metrics: list[str]) -> None:
+    """The resolved config as flat hyperparameters (`eri.tracking.flat_params`) in the trainer's logger:
+    CSV ``hparams.yaml``, MLflow params, and TensorBoard's HParams summary with ``metrics`` as its
+    columns (their values are the scalars logged during the run, so the HParams tab compares runs)."""
+    logger = trainer.logger
+    if logger is None:
+        return
+    params = flat_params(cfg)
+    logger.log_hyperparams(params)
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+        from torch.utils.tensorboard.summary import hparams
+
+        plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+        writer = logger.experiment._get_file_writer()
+        for summary in hparams(plain, dict.fromkeys(metrics, 0.0)):
+            writer.add_summary(summary)
+
+
+def upload_files(trainer: L.Trainer, *paths: Path) -> None:
+    """MLflow: the run's files (``config.yaml``, ``metrics.json``) as artifacts of its MLflow run,
+    called once they are written; other loggers keep them in the run directory already."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    logger = trainer.logger
+    if isinstance(logger, MLFlowLogger) and trainer.is_global_zero:
+        for path in paths:
+            if Path(path).is_file():
+                logger.experiment.log_artifact(logger.run_id, str(path))
+
+
 def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Trainer:
+    from eri.training.noise import quiet_lightning
+
+    quiet_lightning()  # no "GPU available", no advertising; real warnings still show
     t = cfg.trainer
     kwargs = dict(
         max_epochs=t.max_epochs,
@@ -140,7 +194,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Tr
         deterministic=t.deterministic,
         enable_progress_bar=t.progress_bar,
         num_sanity_val_steps=0,  # a partial validation would score a partial split
-        logger=make_logger(cfg, out),
+        logger=overrides.pop("logger") if "logger" in overrides else make_logger(cfg, out),  # evaluate: none
         callbacks=list(callbacks) + ([TQDMProgressBar(refresh_rate=10)] if t.progress_bar else []),
         enable_model_summary=False,
     )
@@ -155,6 +209,7 @@ def fit(cfg: DictConfig, out: Path, task: L.LightningModule, datamodule: L.Light
     """Write ``out/config.yaml``, fit (resuming from ``resume``), and return the trainer and the best
     checkpoint by ``monitor`` (max; ``last.ckpt`` when nothing is monitored). ``callbacks``: extra
     Lightning callbacks (e.g. a search's pruning callback)."""
+    check_uri(cfg.trainer.get("tracking_uri"))  # before config.yaml keeps it
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     ckpt = ModelCheckpoint(
@@ -165,10 +220,12 @@ def fit(cfg: DictConfig, out: Path, task: L.LightningModule, datamodule: L.Light
         save_top_k=1 if monitor else 0,
         save_last=True,
     )
-    cbs = [ckpt, RNGState(), *callbacks]
+    cbs = [ckpt, RNGState(), LogLR(), *callbacks]
     if cfg.trainer.early_stopping_patience and monitor:
         cbs.append(EarlyStopping(monitor, mode="max", patience=cfg.trainer.early_stopping_patience))
     trainer = build_trainer(cfg, out, cbs)
+    hp = monitor or "val/mean_pcc"
+    log_config(trainer, cfg, [hp, *(["test/mean_pcc"] if hp == "val/mean_pcc" else [])])
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     return trainer, ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")
 

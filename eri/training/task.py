@@ -127,6 +127,8 @@ class ERITask(L.LightningModule):
         self.results[split] = result
         if result["score"] is not None:
             self.log(f"{split}/mean_pcc", result["score"]["mean_pcc"], prog_bar=True, sync_dist=False)
+            # every rank scored the same gathered split: no sync
+            self.log_dict({f"{split}/pcc/{e}": r for e, r in result["score"]["pcc"].items()}, sync_dist=False)
 
 
 def _same_shape(v, param) -> bool:

@@ -35,9 +35,12 @@ Determinism and resuming: the plan (splits, subjects, labels, durations) comes f
 ``seed``; each video's arrays come from ``np.random.default_rng([seed, video_index])`` and the subject's
 own RNG, so an interrupted run re-run with the same arguments skips the videos already written and ends
 with byte-identical files (the store writes its zip containers with fixed timestamps).
-``synthetic.json`` is written last and marks a complete dataset.
+``synthetic.json`` is written last and marks a complete dataset. Synthetic data is opt-in and never
+overwrites a user's data: the generator writes only into a new or empty folder, its first file a
+marker (``.eri-synthetic.json``) that lets it resume there; any other folder is refused (`claim`).
 
 Modules: `knobs` (presets, what each knob means), `labels`, `generator` (the plan, one video, the writer),
+`claim` (which folders a generator may write into),
 `calibration` (the linear-probe check). Entry points: :func:`generate`, :func:`ensure_synthetic`, :func:`sample_labels`, :func:`proxy_scores`;
 command line: ``tools/make_synthetic.py``.
 """

@@ -11,6 +11,7 @@ import pandas as pd
 
 from eri.constants import AU_IDS, EMOTIONS, EXPRESSION_AUS, EXPRESSIONS, STREAMS
 from eri.data.store import FeatureStore
+from eri.data.synthetic.claim import claim_folder, read_json
 from eri.data.synthetic.knobs import (
     _TAG_MIX,
     _TAG_PLAN,
@@ -33,6 +34,11 @@ from eri.data.synthetic.knobs import (
 from eri.data.synthetic.labels import label_stats, mean_pearson, sample_labels
 from eri.errors import ConfigError
 from eri.io import atomic_write_text
+
+
+# what a user whose folder was refused can do instead (eri.data.synthetic.claim)
+ADVICE = ("to train on your own data there set data.synthetic=null; for synthetic data give data.root "
+          "(tools/make_synthetic.py: --out) a new or empty folder")
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -297,13 +303,15 @@ def _ceiling(plan: pd.DataFrame, split: str) -> float | None:
 def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: bool = True, **overrides) -> dict:
     """Write the synthetic dataset ``preset`` (with knob ``overrides``) under ``out``; return its summary.
 
-    Resumable: videos whose four ``.npz`` files exist are skipped. Refuses (ValueError) to write into a
-    store whose streams were generated with other knobs or another seed.
+    Writes only into a new or empty folder, or one this generator started for the same preset, seed
+    and knobs (`eri.data.synthetic.claim`): a user's own data is never overwritten. Resumable: videos
+    whose four ``.npz`` files exist are skipped. Anything else is refused (`ConfigError`).
     """
     knobs = resolve_preset(preset, **overrides)
     seed = int(seed)
     out = Path(out)
     chash = knob_hash(knobs, seed)
+    claim_folder(out, {"generator": "eri.data.synthetic", "preset": preset, "seed": seed, "config_hash": chash}, ADVICE)
     store = FeatureStore(out)
     for s in ALL_STREAMS:
         p = store.dir / s / "meta.json"
@@ -312,9 +320,8 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
             if old != chash:
                 raise ConfigError(
                     f"{out} already holds stream '{s}' generated with other knobs or seed (config_hash {old}, "
-                    f"now {chash}); use another directory or delete {out}"
+                    f"now {chash}); use another (new or empty) folder"
                 )
-    out.mkdir(parents=True, exist_ok=True)
     plan = _plan(knobs, seed)
     mix = _mixing(knobs, seed)
     split_name = plan["split"].map(SPLIT_NAMES)
@@ -407,22 +414,21 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
 def ensure_synthetic(root: str | Path, preset: str, seed: int = 0) -> Path:
     """Return ``root`` holding the complete synthetic dataset ``preset``/``seed``, generating it if needed.
 
-    ValueError when ``root`` holds a complete synthetic dataset of another preset or seed (or of an older
-    definition of the preset).
+    `ConfigError` when ``root`` holds a complete synthetic dataset of another preset or seed (or of an
+    older definition of the preset), or files the generator did not write (`generate`).
     """
     root = Path(root)
-    path = root / "synthetic.json"
-    if path.exists():
-        have = json.loads(path.read_text())
+    have = read_json(root / "synthetic.json")  # None when missing or not JSON: generate() decides
+    if have is not None and have.get("generator") == "eri.data.synthetic":
         if have.get("preset") != preset or int(have.get("seed", -1)) != int(seed):
             raise ConfigError(
                 f"{root} holds synthetic preset '{have.get('preset')}' seed {have.get('seed')}, not preset "
-                f"'{preset}' seed {seed}; use another directory or delete {root}"
+                f"'{preset}' seed {seed}; use another (new or empty) folder for it"
             )
         if have.get("config_hash") != knob_hash(resolve_preset(preset), seed):
             raise ConfigError(
                 f"{root} holds preset '{preset}' seed {seed} generated with other knobs (an older definition "
-                f"or overrides); delete {root} to regenerate"
+                f"or overrides); use another (new or empty) folder to generate the current one"
             )
         return root
     generate(root, preset=preset, seed=seed, progress=False)
