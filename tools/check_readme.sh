@@ -16,6 +16,8 @@ run $PY tools/train.py --config configs/demo.yaml --out "$W/b" $TINY seed=1
 run $PY tools/evaluate.py --run "$W/a" --json "$W/a_eval.json"
 run $PY tools/ensemble.py --runs "$W/a" "$W/b" combiner=weights --out "$W/ensemble_ab"
 run $PY tools/compare.py "$W/ensemble_ab" "$W/a" --split test
+run $PY tools/submit.py "$W/a" --out "$W/submission_a.csv"
+run $PY tools/submit.py "$W/ensemble_ab" --out "$W/submission_ab.csv"
 run $PY tools/ablate.py --table 004-demo-authors --preset tiny --data-root "$W/tiny" --out "$W/ablate" --runs "$W/cache"
 run $PY tools/search.py --config configs/search/tiny.yaml --out "$W/search" --n-trials 2 "base_overrides.0=data.root=$W/tiny"
 echo "README commands: all ran (work folder $W)"

@@ -185,7 +185,8 @@ class ERIDataModule(L.LightningDataModule):
         if self.datasets:
             return
         if not self.root.is_dir():
-            raise ConfigError(f"data.root: dataset root {self.root} does not exist (set data.root, or data.synthetic=<preset>)")
+            raise ConfigError(f"data.root: dataset root {self.root} does not exist: point data.root at your data "
+                              "(README, \"Your data\"), or run configs/demo.yaml for the synthetic demo")
         manifest = read_manifest(self.root, self.layout)
         if self.cv:
             c = self.cv

@@ -353,4 +353,5 @@ def open_features(root: str | Path):
         return FeatureStore(root)
     if (root / "feats").is_dir():
         return MuseFeatureDir(root)
-    raise StoreError(f"{root}: no feature store (features/) or MuSe 2022 feature folder (feats/) found")
+    raise StoreError(f"{root}: no feature store (features/) or MuSe 2022 feature folder (feats/) found: extract the "
+                     f"features first (tools/extract.py --config configs/extract/<X>.yaml --data-root {root}; README, \"Your data\")")
