@@ -79,3 +79,13 @@ def test_presets_expand_and_explicit_keys_win():
     assert "preset" not in cfg.model.branches[0].encoder  # expanded: the saved config holds every size
     with pytest.raises(ConfigError, match="no preset 'huge'"):
         load_config("configs/demo.yaml", ["model.branches.0.encoder.preset=huge"])
+
+
+def test_the_commands_package_is_a_leaf_and_tools_are_thin():
+    """eri.commands imports the rest; nothing imports it (the tools call it). A tool never edits sys.path:
+    eri is installed (`pip install -e .`), so `python tools/x.py` and `eri x` run the same code."""
+    importers = sorted(k for k, v in _imports().items() if "commands" in v)
+    assert importers == [], f"{importers} import eri.commands"
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    edits = [p.name for p in tools.glob("*") if p.is_file() and "sys.path.insert" in p.read_text()]
+    assert not edits, f"tools/{edits} edit sys.path"

@@ -1,44 +1,9 @@
 #!/usr/bin/env python
-"""Paired bootstrap of two runs or ensembles over the same videos: is A better than B?
+"""Same as `eri compare` (kept for the papers' usage); the code and --help are in eri/commands/compare.py."""
 
-  python tools/compare.py RUN_OR_ENSEMBLE_A RUN_OR_ENSEMBLE_B [--split test|val] [--resamples 1000] [--seed 0] [--json F]
-
-Prints A - B in mean PCC and per emotion with 95% percentile intervals and two-sided p-values.
-Refuses (exit 2) when A and B do not cover the same videos of the split.
-"""
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eri.cli import cli  # noqa: E402
-from eri.ensembles.compare import compare, format_comparison  # noqa: E402
-from eri.errors import EXIT_OK  # noqa: E402
-from eri.io import atomic_write_json  # noqa: E402
-
-
-def _run(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--split", default="test", choices=["val", "test"])
-    p.add_argument("--resamples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="also write the result to this file")
-    a = p.parse_args(argv)
-    res = compare(a.a, a.b, a.split, a.resamples, a.seed)
-    print(format_comparison(res))
-    if a.json:
-        atomic_write_json(a.json, res)
-    return EXIT_OK
-
-
-def main(argv=None) -> int:
-    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
-    return cli(_run, argv)
-
+from eri.commands.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

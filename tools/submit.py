@@ -1,41 +1,9 @@
 #!/usr/bin/env python
-"""Write the challenge submission CSV of a run or an ensemble directory.
+"""Same as `eri submit` (kept for the papers' usage); the code and --help are in eri/commands/submit.py."""
 
-  python tools/submit.py RUN_OR_ENSEMBLE_DIR --out submission.csv [--clip]
-
-The Test rows of the label file (ABAW5: data_info.csv, File_ID as written there, e.g. [00004]; MuSe 2022:
-partition.csv), in its order, with the 7 emotions in the official order. Refused (exit 2, one line, nothing
-written) when the labels or feature store changed since training (the run's dataset.json), a Test video has
-no prediction, a prediction is NaN, or a value lies outside [0, 1] (--clip clips an unbounded combiner's).
-"""
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eri.cli import cli  # noqa: E402
-from eri.ensembles.submission import submit  # noqa: E402
-from eri.errors import EXIT_OK  # noqa: E402
-
-
-def _run(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="a run directory (tools/train.py) or an ensemble directory (tools/ensemble.py)")
-    p.add_argument("--out", required=True, help="the submission CSV to write")
-    p.add_argument("--clip", action="store_true", help="clip values to [0, 1] instead of refusing them")
-    a = p.parse_args(argv)
-    res = submit(a.source, a.out, a.clip)
-    kind = "ensemble" if res["ensemble"] else "run"
-    print(f"{res['out']}: {res['rows']} Test rows of {res['labels']} from the {kind} {a.source}")
-    return EXIT_OK
-
-
-def main(argv=None) -> int:
-    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
-    return cli(_run, argv)
-
+from eri.commands.submit import main
 
 if __name__ == "__main__":
     sys.exit(main())

