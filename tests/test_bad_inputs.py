@@ -893,9 +893,10 @@ def test_frames_wider_than_4k_are_downscaled_by_default(tmp_path):
         ({"stream_dims": {"mma": 0}}, "stream_dims that are not positive integers"),
         ({"branches": [{"name": "x", "streams": ["nope"]}]}, "branches[0] without a list of streams"),
         ({"stats": {"mma": {"mean": torch.zeros(3), "std": torch.ones(3)}}}, "stats for 'mma'"),
+        ({"eri_version": "99.1.0"}, "was written by eri 99.1.0, newer than this eri"),
     ],
     ids=["every_k 0", "negative fps", "short train_mean", "text train_mean", "zero width", "unknown stream",
-         "stats width"],
+         "stats width", "newer eri"],
 )
 def test_a_model_spec_out_of_range_is_one_line(trained, tmp_path, capsys, spec, expect):
     model = tamper_model(model_file(trained), tmp_path / "model.ckpt", **spec)

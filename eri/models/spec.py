@@ -18,7 +18,7 @@ from numbers import Integral, Real
 
 import torch
 
-from eri.constants import EMOTIONS
+from eri.constants import EMOTIONS, VERSION
 from eri.errors import CheckpointError
 
 KEY = "eri_model"
@@ -113,4 +113,24 @@ def _problem(d) -> str | None:
     streams = d.get("streams") or {}
     if not isinstance(streams, dict) or not all(isinstance(m, dict) for m in streams.values()):
         return "has streams that are not a mapping of stream name to its settings"
+    return version_problem(d.get("eri_version", ""))
+
+
+def version_problem(version) -> str | None:
+    """A model file written by a newer eri than this one (a later major or minor version) may hold
+    fields this code does not know and would silently ignore: refused, saying which to install.
+    Older files and files without a version (run directories before 0.2) load."""
+    mine = _major_minor(VERSION)
+    theirs = _major_minor(str(version)) if isinstance(version, str) else None
+    if theirs is not None and theirs > mine:
+        return (f"was written by eri {version}, newer than this eri {VERSION}: "
+                f"install eri >= {theirs[0]}.{theirs[1]} to use it")
     return None
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    parts = version.strip().split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None

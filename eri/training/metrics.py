@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from eri.constants import EMOTIONS
+from eri.stats import pearson_columns
 
 
 def pcc_per_emotion(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -20,14 +21,11 @@ def pcc_per_emotion(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise ValueError(f"pred and target must both be (N, K); got {pred.shape} and {target.shape}")
     if len(pred) < 2:
         raise ValueError(f"Pearson r needs at least 2 videos, got {len(pred)}")
-    p, t = pred - pred.mean(0), target - target.mean(0)
-    den = np.sqrt((p * p).sum(0) * (t * t).sum(0))
-    constant = den == 0
+    r, constant = pearson_columns(pred, target)
     if constant.any():
         names = [EMOTIONS[i] if pred.shape[1] == len(EMOTIONS) else str(i) for i in np.flatnonzero(constant)]
         warnings.warn(f"constant predictions or labels for {names}: Pearson r undefined, scored as 0.0", stacklevel=2)
-    r = np.divide((p * t).sum(0), den, out=np.zeros(pred.shape[1]), where=~constant)
-    return np.clip(r, -1.0, 1.0)
+    return r
 
 
 def nonfinite(pred: np.ndarray) -> str | None:

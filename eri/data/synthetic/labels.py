@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from eri.constants import EMOTIONS
 from eri.data.synthetic.knobs import PRESETS
+from eri.stats import pearson_columns
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -58,22 +57,5 @@ def label_stats(labels: np.ndarray) -> dict:
 
 
 def mean_pearson(pred: np.ndarray, target: np.ndarray) -> float:
-    """Mean over columns of Pearson's r (columns with zero variance count as r = 0)."""
-    p = pred - pred.mean(axis=0)
-    t = target - target.mean(axis=0)
-    den = np.sqrt((p**2).sum(axis=0) * (t**2).sum(axis=0))
-    r = np.where(den > 0, (p * t).sum(axis=0) / np.where(den > 0, den, 1.0), 0.0)
-    return float(r.mean())
-
-
-def calibrate_label_means(knobs: dict, targets=(0.32, 0.61, 0.35, 0.24, 0.21, 0.29, 0.53), n=100_000,
-                          iters=150) -> list[float]:
-    """Offline helper: the ``label_log_mean`` that makes the label means match ``targets`` (not used at
-    generation time; its result is pasted into ``_BASE``)."""
-    k = copy.deepcopy(knobs)
-    mu = np.log(np.asarray(targets, float))
-    for it in range(iters):
-        k["label_log_mean"] = mu.tolist()
-        _, lab = sample_labels(n, np.random.default_rng([it, 12345]), k)
-        mu = mu + (np.log(targets) - np.log(lab.mean(axis=0)))
-    return [round(float(m), 3) for m in mu]
+    """Mean over columns of Pearson's r (`eri.stats`; columns with zero variance count as r = 0)."""
+    return float(pearson_columns(pred, target)[0].mean())
