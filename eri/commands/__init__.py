@@ -29,6 +29,17 @@ COMMANDS = {
 }
 
 
+def parser(prog: str | None, doc: str | None) -> argparse.ArgumentParser:
+    """A subcommand's parser: its module docstring as the help text, kept as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_mlflow_flag(p: argparse.ArgumentParser, what: str, experiment: str) -> None:
+    """``--mlflow``: log ``what`` into the shared MLflow store (`eri.tracking`) as a run of ``experiment``."""
+    p.add_argument("--mlflow", action="store_true", help=f"{what} as a run of MLflow experiment {experiment} "
+                   "(store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
+
+
 def main(argv=None) -> int:
     """``eri COMMAND [args]``: dispatch to ``eri.commands.<module>.main`` (exit codes: see `eri.errors`)."""
     argv = sys.argv[1:] if argv is None else list(argv)

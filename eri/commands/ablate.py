@@ -14,17 +14,17 @@ key=value overrides apply to every row (e.g. trainer.max_epochs=6) and are part 
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 
+from eri.commands import parser, add_mlflow_flag
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
     from eri.search.ablate import PRESETS, TABLES  # numpy + omegaconf (~0.3 s); the training code comes later
 
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--table", required=True, help=f"one of {sorted(TABLES)}, or all")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (mean and std)")
     p.add_argument("--preset", default="hume-small", choices=sorted(PRESETS))
@@ -32,8 +32,7 @@ def _run(argv=None, prog=None) -> int:
     p.add_argument("--shard", help="K/N: train only every N-th (row, seed) job from the K-th; rerun unsharded to write the tables")
     p.add_argument("--runs", default="runs/cache", help="the run cache shared with tools/ensemble.py (default runs/cache)")
     p.add_argument("--data-root", help="dataset root (required by --preset real; default: the preset's)")
-    p.add_argument("--mlflow", action="store_true", help="also log each table as a run of MLflow experiment "
-                   "eri-ablate (store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
+    add_mlflow_flag(p, "also log each table", "eri-ablate")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row")
     a = p.parse_args(argv)
     from eri.features.listing import parse_shard

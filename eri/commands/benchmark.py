@@ -18,16 +18,16 @@
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 
+from eri.commands import parser
 from eri.benchmarks.training import ENCODERS  # light: torch is imported inside its functions
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train", help="training throughput per encoder and video length")
     t.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))

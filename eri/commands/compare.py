@@ -8,14 +8,14 @@ Refuses (exit 2) when A and B do not cover the same videos of the split.
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
+from eri.commands import parser
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--split", default="test", choices=["val", "test"])

@@ -8,9 +8,9 @@ synthetic presets and ablation tables.
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
+from eri.commands import parser
 from eri.cli import cli
 
 
@@ -45,7 +45,7 @@ def families() -> dict[str, list[str]]:
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("family", nargs="*", metavar="FAMILY", help=f"only these (default: all): {', '.join(FAMILIES)}")
     a = p.parse_args(argv)
     unknown = [f for f in a.family if f not in FAMILIES]

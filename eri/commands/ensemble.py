@@ -13,21 +13,20 @@ fitted on the other parts of the fit set), its test score comes from the final f
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 
+from eri.commands import parser, add_mlflow_flag
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--config", help="ensemble config (see configs/ensemble/)")
     p.add_argument("--runs", nargs="+", default=[], help="existing run directories to add as members")
     p.add_argument("--out", help="ensemble directory (default runs/ensemble/<config name>)")
     p.add_argument("--shard", help="K/N: only train every N-th member run from the K-th; rerun unsharded to combine")
-    p.add_argument("--mlflow", action="store_true", help="also log the result as a run of MLflow experiment "
-                   "eri-ensemble (store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
+    add_mlflow_flag(p, "also log the result", "eri-ensemble")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the ensemble config")
     a = p.parse_args(argv)
     from eri.ensembles.config import load_ensemble_config

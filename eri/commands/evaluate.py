@@ -7,15 +7,15 @@ several processes (the split-level PCC is computed over all ranks' predictions).
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 
+from eri.commands import parser
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--run", required=True, help="run directory written by tools/train.py")
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")

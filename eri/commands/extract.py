@@ -14,15 +14,15 @@ Exit status: 0 all videos done, 1 some failed or files damaged (see the report),
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 
+from eri.commands import parser
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--config", required=True, help="extraction YAML (see configs/extract/)")
     p.add_argument("--data-root", required=True, help="dataset root (labels + media, or a folder of videos)")
     p.add_argument("--shard", help="K/N: this process takes videos K, K+N, K+2N, ... (0-based K)")

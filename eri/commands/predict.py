@@ -13,15 +13,15 @@ training label, as in training; one whose extraction failed gets NaN (exit code 
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 
+from eri.commands import parser
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--checkpoint", required=True, help="model file (model.ckpt or a run's .ckpt) or run directory")
     p.add_argument("--video", required=True, nargs="+", help="video file(s)")
     p.add_argument("--out", required=True, help="output directory")

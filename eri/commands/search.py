@@ -13,15 +13,15 @@ key=value overrides apply to the search config (e.g. pruner.name=hyperband).
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 
+from eri.commands import parser, add_mlflow_flag
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--config", required=True, help="search config (see configs/search/)")
     p.add_argument("--storage", help="SQLAlchemy URL shared by the workers (default: SQLite in the study folder)")
     p.add_argument("--study-name")
@@ -29,8 +29,7 @@ def _run(argv=None, prog=None) -> int:
     p.add_argument("--timeout", type=float, help="seconds after which this process starts no new trial")
     p.add_argument("--out", help="study folder (default runs/search/<config name>)")
     p.add_argument("--no-final", action="store_true", help="skip the best-config retrain and plots in this worker")
-    p.add_argument("--mlflow", action="store_true", help="when the study is complete, log its summary as a run of "
-                   "MLflow experiment eri-search (store: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
+    add_mlflow_flag(p, "when the study is complete, log its summary", "eri-search")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the search config")
     a = p.parse_args(argv)
     from eri.io import mask_secrets

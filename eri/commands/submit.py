@@ -10,14 +10,14 @@ no prediction, a prediction is NaN, or a value lies outside [0, 1] (--clip clips
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
+from eri.commands import parser
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("source", help="a run directory (tools/train.py) or an ensemble directory (tools/ensemble.py)")
     p.add_argument("--out", required=True, help="the submission CSV to write")
     p.add_argument("--clip", action="store_true", help="clip values to [0, 1] instead of refusing them")

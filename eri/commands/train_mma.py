@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
+from eri.commands import parser
 from eri.cli import cli
 
 
 def _run(argv=None, prog=None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(prog, __doc__)
     p.add_argument("--config", required=True, help="YAML config (see configs/mma/)")
     p.add_argument("--out", help="run directory (default: runs/<config name>); an existing run resumes")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=5 loss.consistency=0")
