@@ -5,12 +5,28 @@ comes from a YAML file or the command line. Every value with a range or a fixed 
 declares it once, in the schema (``rule(default, ge=1)``, ``rule("auto", choices=...)``), and is
 checked after the overrides. Model components (``model.branches[*].encoder``, ``model.fusion``)
 are checked against their constructors when the model is built. Every problem is a `ConfigError`.
+
+**Composition, one way for every kind of config file** (training, MMA, extraction, search, ensemble):
+
+- ``base: FILE`` or ``base: [FILE, ...]``: the file builds on those files. Bases load first
+  (recursively, left to right), then the file's own keys merge on top: mappings key by key, a list or
+  a scalar replaces. A file reached twice (two bases sharing one) applies once, at its first place.
+  A relative base is looked up beside the including file, then (no file there) from the working
+  directory, so ``configs/demo.yaml`` written from the repository root keeps working. A cycle, a
+  missing base or a base of another kind (its top-level keys are not this schema's) is a one-line
+  `ConfigError` naming the file.
+- A top-level key with a dot is a path and sets that one value, replacing what was there (a mapping
+  or a list too), exactly as ``key=value`` does on the command line; list items by index
+  (``model.branches.1.encoder.norm: pre``). A file applies its plain keys first, then its paths.
+- In code, ``overlay={path: value}`` is applied the same way after the files (an ablation row,
+  `eri.search.ablate`), then the ``key=value`` overrides, then ``updates``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,15 +244,100 @@ def check_rules(cfg: Any, schema: Any, where: str, prefix: str = "") -> None:
             raise ConfigError(f"{where}: {key} = {value!r} {bad}")
 
 
-def load_structured(schema: Any, path: str | Path | None = None, overrides: list[str] = (), updates: dict | None = None) -> DictConfig:
-    """``schema`` (a dataclass) <- YAML file <- ``key=value`` overrides <- ``updates`` (``{key: value}``
-    with structured values, for code), every unknown key an error that lists the valid ones. Shared by
-    training, MMA, extraction and search configs. A dict or list value replaces the old one
+BASE = "base"  # the top-level key naming the files a config file builds on
+
+
+def _kind(schema: Any) -> str:
+    return "training" if schema is Config else schema.__name__.removesuffix("Config").lower()
+
+
+def find_config(ref: str | Path, including: str | Path) -> Path | None:
+    """A config file named inside ``including``: absolute as written; relative: beside ``including``,
+    else from the working directory. None when neither exists."""
+    ref = Path(ref)
+    here = Path(os.path.normpath(Path(including).parent / ref))
+    return next((p for p in ([ref] if ref.is_absolute() else [here, ref]) if p.is_file()), None)
+
+
+def _foreign_keys(data: dict, node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys of a file (a path by its first part) that the schema ``node`` does not have, looking into
+    its typed groups (``data``, ``trainer``, ...): what tells a base of another kind."""
+    out = []
+    for key, value in data.items():
+        head = str(key).split(".")[0]
+        if head not in node:
+            out.append(prefix + head)
+        elif isinstance(value, dict) and "." not in str(key) and isinstance(node[head], DictConfig) \
+                and dataclasses.is_dataclass(OmegaConf.get_type(node[head])):
+            out += _foreign_keys(value, node[head], f"{prefix}{head}.")
+    return sorted(out)
+
+
+def config_layers(path: str | Path, schema: Any, other_base: tuple[Any, str] | None = None) -> list[tuple[str, dict]]:
+    """(file, its own keys without ``base``) in the order they apply: each file's bases first,
+    recursively and left to right, then the file. ``other_base=(schema, field)``: a base of that kind
+    is no error but the layer ``{field: its path}`` (a search config's ``base:`` naming the training
+    config it searches over)."""
+    layers: list[tuple[str, dict]] = []
+    seen: set[Path] = set()
+
+    def visit(p: Path, chain: list[Path], including: Path | None) -> None:
+        if p.resolve() in {c.resolve() for c in chain}:
+            raise ConfigError(f"{including}: base cycle {' -> '.join(map(str, [*chain, p]))}")
+        if p.resolve() in seen:
+            return
+        seen.add(p.resolve())
+        data = read_yaml(p)
+        bases = data.pop(BASE, None)
+        foreign = _foreign_keys(data, OmegaConf.structured(schema)) if including is not None else []
+        if foreign and other_base and not _foreign_keys(data, OmegaConf.structured(other_base[0])):
+            layers.append((str(p), {other_base[1]: str(p)}))
+            return
+        if foreign:
+            raise ConfigError(f"{including}: base {p} is not a {_kind(schema)} config (its keys {foreign} are not "
+                              f"{_kind(schema)} keys)")
+        refs = [bases] if isinstance(bases, str) else [] if bases is None else bases
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            raise ConfigError(f"{p}: base must be a file or a list of files, got {bases!r}")
+        for ref in refs:
+            found = find_config(ref, p)
+            if found is None:
+                raise ConfigError(f"{p}: base {ref} not found (looked beside {p} and in the working directory)")
+            visit(found, [*chain, p], p)
+        layers.append((str(p), data))
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    visit(path, [], None)
+    return layers
+
+
+def set_paths(cfg: DictConfig, paths: dict, where: str, schema: Any = None) -> None:
+    """Set each ``{dotted key: value}`` as ``key=value`` would: a mapping or a list replaces what was there."""
+    for key, value in paths.items():
+        guard(lambda: OmegaConf.update(cfg, str(key), value, merge=False), f"{where}: '{key}'", schema)
+
+
+def load_structured(
+    schema: Any,
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    updates: dict | None = None,
+    overlay: dict | None = None,
+    other_base: tuple[Any, str] | None = None,
+) -> DictConfig:
+    """``schema`` (a dataclass) <- YAML file and its bases (module docstring) <- ``overlay``
+    (``{path: value}``) <- ``key=value`` overrides <- ``updates`` (``{key: value}`` with structured
+    values, for code), every unknown key an error that lists the valid ones. Shared by training, MMA,
+    extraction, search and ensemble configs. A dict or list value of a path replaces the old one
     (``loss={pcc: 1.0}`` drops l2); a scalar sets one key; list items by index (``a.0.b=1``)."""
     cfg = OmegaConf.structured(schema)
-    if path is not None:
-        data = read_yaml(path)
-        cfg = guard(lambda: OmegaConf.merge(cfg, data), str(path), schema)
+    for file, data in config_layers(path, schema, other_base) if path is not None else []:
+        plain = {k: v for k, v in data.items() if "." not in str(k)}
+        cfg = guard(lambda: OmegaConf.merge(cfg, plain), file, schema)
+        set_paths(cfg, {k: v for k, v in data.items() if "." in str(k)}, file, schema)
+    set_paths(cfg, overlay or {}, "overlay", schema)
     for item in overrides:
         key, value = parse_override(item)
         guard(lambda: OmegaConf.update(cfg, key, value, merge=False), f"override '{item}'", schema)
@@ -246,12 +347,15 @@ def load_structured(schema: Any, path: str | Path | None = None, overrides: list
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), updates: dict | None = None) -> DictConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), updates: dict | None = None, overlay: dict | None = None
+) -> DictConfig:
     """The training config (``Config``); see ``load_structured``. Encoder presets are expanded here
-    (`eri.models.presets`), so the config holds every size explicitly."""
+    (`eri.models.presets`), so the config holds every size explicitly. ``out`` defaults to
+    ``runs/<the named file's name>`` (not a base's)."""
     from eri.models.presets import expand_encoder
 
-    cfg = load_structured(Config, path, overrides, updates)
+    cfg = load_structured(Config, path, overrides, updates, overlay)
     if cfg.out is None and path is not None:
         cfg.out = f"runs/{Path(path).stem}"
     if not cfg.loss:

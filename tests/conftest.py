@@ -63,3 +63,12 @@ def tiny_root(tmp_path_factory) -> Path:
 def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
     """Point a shipped config at the tiny synthetic set and keep it fast."""
     return [f"data.root={root}", "data.synthetic=tiny", f"out={out}", "trainer.progress_bar=false", *extra]
+
+
+@pytest.fixture
+def local_postgres():
+    """A throwaway PostgreSQL server on loopback (tests/local_postgres.py), stopped and deleted after the test."""
+    from local_postgres import LocalPostgres
+
+    with LocalPostgres() as pg:
+        yield pg

@@ -118,6 +118,6 @@ def test_seeds_changed_rows_and_failing_rows(tmp_path, tiny_root):
     assert au["val_mean"] == pytest.approx(np.mean(vals)) and au["val_std"] == pytest.approx(np.std(vals, ddof=1))
     bad = first["rows"][2]
     assert bad["seeds"] == 0 and "nosuch" in bad["error"] and "failed" in (tmp_path / "t" / "table.md").read_text()
-    rows[1] = Row("mma", None, {"visual": ["mma"]}, overrides=["optim.lr=0.002"])  # only this row changed
+    rows[1] = Row("mma", None, {"visual": ["mma"]}, overlay={"optim.lr": 0.002})  # only this row changed
     again = run_table(Table("t", "test table", "004", rows), **kw)
     assert again["trained"] == 2 and again["rows"][0]["val_mean"] == au["val_mean"]

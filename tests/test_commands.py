@@ -56,11 +56,19 @@ def test_list_prints_each_family_of_components():
 
     res = _eri("list")
     assert res.returncode == 0, res.stderr
-    rows = dict(line.split(": ", 1) for line in res.stdout.strip().splitlines())
+    lines = res.stdout.strip().splitlines()
+    rows = dict(line.split(": ", 1) for line in lines if not line.startswith(" "))  # indented: an entry's details
     assert rows["encoders"].split() == sorted(ENCODERS) and rows["fusions"].split() == sorted(FUSIONS)
     assert {"holistic", "au", "audio", "mma"} <= set(rows["extractors"].split())
     assert {"combiners", "mma-backbones", "losses", "synthetic-presets", "ablation-tables"} <= set(rows)
-    one = _eri("list", "combiners")
-    assert one.stdout.strip() == f"combiners: {rows['combiners']}"
+    # each encoder with its description, size presets and search knobs, as registered
+    at = next(i for i, x in enumerate(lines) if x.startswith("  mean_pool "))
+    mean_pool = lines[at:at + 5]
+    assert "the mean over real steps" in mean_pool[0]
+    assert [x.split()[:2] for x in mean_pool[1:]] == [["preset", "paper:"], ["preset", "demo:"], ["preset", "tiny:"],
+                                                      ["search:", "hidden,"]]
+    assert "preset tiny: hidden=16 gru_layers=1 blocks=1" in res.stdout and "layers (gru_layers)" in res.stdout
+    one = _eri("list", "--brief", "combiners", "losses")  # the first lines only
+    assert one.stdout.strip().splitlines() == [f"combiners: {rows['combiners']}", f"losses: {rows['losses']}"]
     bad = _eri("list", "encoder")
     assert bad.returncode == 2 and "unknown family 'encoder'" in bad.stderr

@@ -5,6 +5,7 @@ ensemble tool end to end on `tiny` (members reused through the run cache), and t
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from eri.constants import EMOTIONS
 from eri.data.folds import apply_cv, assign_folds
 from eri.data.labels import read_manifest
 from eri.ensembles.combiners import COMBINERS, Combination, cross_fit, make_combiner, parts
+from eri.ensembles.compare import compare
 from eri.ensembles.config import load_ensemble_config
 from eri.ensembles.ensemble import run_ensemble
 from eri.errors import EXIT_INPUT, EXIT_OK, InputError
@@ -186,6 +188,36 @@ def test_compare_pairs_the_same_videos_and_refuses_others(ensembles, capsys):
     assert res["mean_pcc"]["diff"] == pytest.approx(res["a_mean_pcc"] - res["b_mean_pcc"], abs=1e-9)
     assert compare_main([str(tmp / "folds"), str(plain[0]), "--split", "val"]) == EXIT_INPUT  # pool vs val split
     assert "do not cover the same val videos" in capsys.readouterr().err
+
+
+def test_compare_and_ensemble_need_no_data_root_and_refuse_a_changed_store(ensembles, tiny_root, tmp_path, capsys):
+    """Runs keep their labels and their data signature: after the data root moved away, two runs (copies
+    of cached members, as if trained on a folder that then moved) still compare and ensemble; a run
+    whose feature store differs is refused by signature, naming what changed. Nothing is trained."""
+    tmp, _, _ = ensembles
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root, data)
+    plain = sorted(d for d in (tmp / "cache").iterdir() if d.is_dir() and "folds: null" in (d / "config.yaml").read_text())
+    runs = []
+    for k, src in enumerate(plain[:2]):
+        runs.append(shutil.copytree(src, tmp_path / f"run{k}"))
+        for f in ("config.yaml", "dataset.json"):
+            (runs[-1] / f).write_text((runs[-1] / f).read_text().replace(str(tiny_root), str(data)))
+    before = compare(*runs)
+    data.rename(tmp_path / "moved")
+    assert compare(*runs) == before and before["videos"] == 16
+    assert compare_main([str(runs[0]), str(runs[1]), "--split", "val"]) == EXIT_OK
+    assert "paired bootstrap" in capsys.readouterr().out
+    ens = run_ensemble(load_ensemble_config(None, [f"out={tmp_path / 'ens'}"], [str(r) for r in runs]), progress=None)
+    scored = compare(tmp_path / "ens", runs[0])["a_mean_pcc"]  # its labels.csv; its predictions saved to 6 decimals
+    assert scored == pytest.approx(ens["test"]["mean_pcc"], abs=1e-5)
+    sig = json.loads((runs[1] / "dataset.json").read_text())
+    sig["features"]["au"]["index.csv"] = "0" * 64  # as if its store had been re-extracted
+    (runs[1] / "dataset.json").write_text(json.dumps(sig))
+    with pytest.raises(InputError, match="features/au/index.csv changed"):
+        compare(*runs)
+    with pytest.raises(InputError, match="member run1 was trained on other data than member run0: features/au/index.csv changed"):
+        run_ensemble(load_ensemble_config(None, [f"out={tmp_path / 'ens2'}"], [str(r) for r in runs]), progress=None)
 
 
 def test_sharded_processes_share_the_training_then_one_run_combines(ensembles, tiny_root, tmp_path):

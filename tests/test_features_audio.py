@@ -52,7 +52,7 @@ def test_tokens_are_librosa_mfcc_frames_stacked_frame_major(waves):
     np.testing.assert_allclose(tokens[1, :32], ref[32], atol=1e-4)  # token 1 starts with MFCC frame 32
     np.testing.assert_allclose(times, (np.arange(n) * 32 + 15.5) * 256 / 16000, rtol=1e-6)
     ext, rate = MFCCExtractor(), STREAMS["audio"]["rate"]
-    assert abs(len(tokens) - len(y) / 16000 * rate) < 1 and ext.steps_per_second == rate
+    assert abs(len(tokens) - len(y) / 16000 * rate) < 1 and ext.rate == rate
     assert ext.dim == STREAMS["audio"]["dim"]
 
 

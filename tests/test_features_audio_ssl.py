@@ -59,7 +59,7 @@ def test_layers_and_timestamps_match_the_model(model_dir):
     assert times[0] == pytest.approx(200 / 16000)  # centre of the first 400-sample receptive field
     mean, _ = SSLAudioExtractor(model_dir=str(model_dir))(w)
     np.testing.assert_allclose(mean, torch.stack(states[1:]).mean(0)[0].numpy(), atol=1e-5)
-    assert last.dim == 32 and last.steps_per_second == 50.0 and last.metadata()["normalize"] is True
+    assert last.dim == 32 and last.rate == 50.0 and last.metadata()["normalize"] is True
 
 
 def test_chunks_pooling_and_short_audio(model_dir):
@@ -75,7 +75,7 @@ def test_chunks_pooling_and_short_audio(model_dir):
     pooled = SSLAudioExtractor(model_dir=str(model_dir), layer=-1, chunk_seconds=1.0, rate=2.0)
     p, pt = pooled(w)
     np.testing.assert_allclose(pt, [0.25, 0.75, 1.25, 1.75, 2.25])
-    assert pooled.steps_per_second == 2.0
+    assert pooled.rate == 2.0
     np.testing.assert_allclose(p[0], feats[times < 0.5].mean(0), atol=1e-5)
     np.testing.assert_allclose(p[4], feats[times >= 2.0].mean(0), atol=1e-5)
 

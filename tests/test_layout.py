@@ -1,12 +1,15 @@
 """The house rules a maintainer relies on: no import cycle between eri's subpackages, short files,
-and every encoder size defined once (a preset changes the demo, benchmark, ablation and search)."""
+every encoder size defined once (a preset changes the demo, benchmark, ablation and search), and a
+README layout block that matches the tree."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-ERI = Path(__file__).resolve().parents[1] / "eri"
+ROOT = Path(__file__).resolve().parents[1]
+ERI = ROOT / "eri"
 
 
 def _imports() -> dict[str, set[str]]:
@@ -89,3 +92,43 @@ def test_the_commands_package_is_a_leaf_and_tools_are_thin():
     tools = Path(__file__).resolve().parents[1] / "tools"
     edits = [p.name for p in tools.glob("*") if p.is_file() and "sys.path.insert" in p.read_text()]
     assert not edits, f"tools/{edits} edit sys.path"
+
+
+def test_inference_reads_run_directories_through_eri_runs_not_training():
+    """Loading a model needs the run directory's layout (`eri.runs`), never the training code: a
+    prediction-only install should not pull the trainer in."""
+    found = []
+    for path in (ERI / "inference").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[:2] == ["eri", "training"]]
+    assert not found, f"eri/inference imports the training code: {found}"
+
+
+def test_the_readme_layout_block_matches_the_tree():
+    """Every module and subpackage of eri/ is named in the README's layout block (a subpackage's modules
+    in its own entry, by file name or stem), and every ``name.py`` the block names exists (in eri/, tests/
+    or tools/)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("```\neri/\n") + 4 :]
+    block = block[: block.index("```")]
+    entries, current = {}, None  # "" for top-level lines, else the subpackage whose entry a line continues
+    for line in block.splitlines()[1:]:
+        m = re.match(r"  (\S+)", line)
+        if m:
+            current = m.group(1).rstrip("/") if m.group(1).endswith("/") else ""
+        entries.setdefault(current, []).append(line)
+    top = "\n".join(entries[""])
+    missing = [p.name for p in (ROOT / "eri").glob("*.py") if p.stem != "__init__" and p.name not in top]
+    for pkg in sorted(p for p in (ROOT / "eri").iterdir() if (p / "__init__.py").is_file()):
+        assert pkg.name in entries, f"README layout block has no entry for eri/{pkg.name}/"
+        if pkg.name == "commands":  # one module per subcommand: `eri --help` lists them
+            continue
+        said = "\n".join(entries[pkg.name])
+        missing += [f"{pkg.name}/{p.relative_to(pkg)}" for p in pkg.rglob("*.py")
+                    if p.stem != "__init__" and not re.search(rf"\b{p.stem}\b", said)]
+    assert not missing, f"README layout block does not name: {missing}"
+    named = set(re.findall(r"\b(\w+\.py)\b", block))
+    files = {p.name for folder in ("eri", "tests", "tools") for p in (ROOT / folder).rglob("*.py")}
+    assert named <= files, f"README layout block names files that do not exist: {sorted(named - files)}"

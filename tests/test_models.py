@@ -5,10 +5,11 @@ import torch
 from eri.errors import ConfigError
 from eri.models import ENCODERS, FUSIONS, create_model
 from eri.models.encoders import fit_to_length
+from eri.models.presets import encoder_preset
 from eri.training.task import ERITask
 
 DIMS = {"a": 6, "b": 5}
-SMALL = {
+SMALL = {  # options beyond the tiny preset worth testing; any other registered encoder runs at its tiny preset
     "gru_transformer": {"hidden": 16, "gru_layers": 2, "blocks": 2, "heads": 2, "ff_dim": 32, "positions": "sinusoidal"},
     "masked_rnn": {"hidden": 8, "max_len": 40, "fc_dim": 8},
     "lstm": {"hidden": 8, "bidirectional": True},
@@ -16,11 +17,15 @@ SMALL = {
 }
 
 
+def _small(encoder: str) -> dict:
+    return {"name": encoder, **SMALL[encoder]} if encoder in SMALL else encoder_preset(encoder, "tiny")
+
+
 def _model(encoder, fusion="concat", center=False, **fkw):
     torch.manual_seed(0)
     branches = [
-        {"name": "v", "streams": ["a"], "center": center, "encoder": {"name": encoder, **SMALL[encoder]}},
-        {"name": "w", "streams": ["b"], "center": center, "encoder": {"name": encoder, **SMALL[encoder]}},
+        {"name": "v", "streams": ["a"], "center": center, "encoder": _small(encoder)},
+        {"name": "w", "streams": ["b"], "center": center, "encoder": _small(encoder)},
     ]
     return create_model(branches, {"name": fusion, **fkw}, DIMS).eval()
 
@@ -35,12 +40,15 @@ def _batch(lengths_a, lengths_b, seed=0):
     return x, {"a": la, "b": lb}
 
 
-def test_every_encoder_is_registered():
-    assert set(ENCODERS) == set(SMALL)
+def test_every_encoder_is_registered_with_the_three_size_presets():
+    assert set(SMALL) <= set(ENCODERS)
+    for entry in ENCODERS.entries():
+        assert {"paper", "demo", "tiny"} <= set(entry.presets), entry.name
+        assert entry.description, entry.name
     assert set(FUSIONS) == {"concat", "weighted_avg", "gated", "attention"}
 
 
-@pytest.mark.parametrize("encoder", sorted(SMALL))
+@pytest.mark.parametrize("encoder", list(ENCODERS))  # every registered encoder, a new one too
 def test_padding_invariance(encoder):
     """A video's prediction does not depend on the longer videos batched with it."""
     model = _model(encoder)
@@ -160,11 +168,11 @@ def test_routing_freezes_masked_step_weights_under_adamw(routing):
     assert not torch.equal(fc.detach()[:, :masked_cols.start], before[:, :masked_cols.start])  # real steps learn
 
 
-@pytest.mark.parametrize("encoder", sorted(SMALL))
+@pytest.mark.parametrize("encoder", list(ENCODERS))
 def test_standardized_inputs_keep_padding_invariance(encoder):
     torch.manual_seed(0)
     stats = {"a": (torch.randn(6), torch.rand(6) + 0.5), "b": (torch.randn(5), torch.rand(5) + 0.5)}
-    branches = [{"name": "v", "streams": ["a", "b"], "encoder": {"name": encoder, **SMALL[encoder]}}]
+    branches = [{"name": "v", "streams": ["a", "b"], "encoder": _small(encoder)}]
     model = create_model(branches, {"name": "concat"}, DIMS, stats).eval()
     x, lengths = _batch([12, 30], [12, 30])
     with torch.no_grad():

@@ -139,35 +139,33 @@ def test_interrupted_study_continues_on_rerun(tmp_path, tiny_root):
     assert retry.state == TrialState.COMPLETE and 1 <= done and rest < 20 and 20 <= done + rest <= 21
 
 
-def test_two_workers_share_a_postgres_study(tmp_path, tiny_root):
+def test_two_workers_share_a_postgres_study(tmp_path, tiny_root, local_postgres):
     """Also: a password in the URL (ignored by the test server's trust auth) is never printed."""
-    from eri.search.postgres import LocalPostgres
-
-    with LocalPostgres() as pg:
-        url = pg.url.replace("postgres@", "postgres:s3cret@")
-        cmd = [
-            sys.executable,
-            "tools/search.py",
-            "--config",
-            TINY,
-            "--storage",
-            url,
-            "--n-trials",
-            "4",
-            "--out",
-            str(tmp_path),
-            "--no-final",
-            f"base_overrides.0=data.root={tiny_root}",
-        ]
-        procs = [
-            subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)
-        ]
-        logs = [p.communicate(timeout=300)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
-        assert all("s3cret" not in log for log in logs) and any(":***@" in log for log in logs)
-        runs = [int(re.findall(r"this worker\W+(\d+) trial\(s\)", log)[-1]) for log in logs]  # the final table
-        trials = optuna.load_study(study_name="tiny", storage=pg.url).get_trials(deepcopy=False)
+    pg = local_postgres  # tests/local_postgres.py, stopped after the test
+    url = pg.url.replace("postgres@", "postgres:s3cret@")
+    cmd = [
+        sys.executable,
+        "tools/search.py",
+        "--config",
+        TINY,
+        "--storage",
+        url,
+        "--n-trials",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--no-final",
+        f"base_overrides.0=data.root={tiny_root}",
+    ]
+    procs = [
+        subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert all("s3cret" not in log for log in logs) and any(":***@" in log for log in logs)
+    runs = [int(re.findall(r"this worker\W+(\d+) trial\(s\)", log)[-1]) for log in logs]  # the final table
+    trials = optuna.load_study(study_name="tiny", storage=pg.url).get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3] and sum(runs) == 4  # none lost, none run twice
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in trials)
     assert sum(bool(t.user_attrs.get("paper")) for t in trials) == 1
@@ -201,3 +199,19 @@ def test_pruning_stops_a_poor_trial_during_training(tmp_path, tiny_root):
     assert (
         type(_make_pruner(load_search_config(TINY, ["pruner.name=hyperband"]).pruner, 6)).__name__ == "HyperbandPruner"
     )
+
+
+def test_search_configs_compose_and_name_their_training_config_with_base(tmp_path):
+    """A search file's base: other search files compose under it; a training config (found beside it,
+    else from the working directory) is the config searched over, as base: has always meant there."""
+    (tmp_path / "train.yaml").write_text("base: configs/demo.yaml\noptim.lr: 0.002\n")
+    (tmp_path / "more.yaml").write_text(f"base: [{TINY}, train.yaml]\nn_trials: 9\n")
+    scfg, tiny = load_search_config(tmp_path / "more.yaml"), load_search_config(TINY)
+    assert tiny.base == "configs/demo.yaml" and scfg.base == str(tmp_path / "train.yaml")
+    assert (scfg.n_trials, scfg.study_name, scfg.space, scfg.base_overrides) == (9, "more", tiny.space, tiny.base_overrides)
+    space = Space(scfg)
+    assert space.base.optim.lr == 0.002 and space.base.model.branches[0].encoder.hidden == 16  # tiny's base_overrides
+    assert space.paper_params()["lr"] == 0.002
+    (tmp_path / "bad.yaml").write_text("base: configs/mma/demo.yaml\n")
+    with pytest.raises(ConfigError, match="bad.yaml: base configs/mma/demo.yaml is not a search config"):
+        load_search_config(tmp_path / "bad.yaml")

@@ -16,9 +16,23 @@ import multiprocessing as mp
 import resource
 import time
 
-ENCODERS = ("gru_transformer", "masked_rnn", "lstm", "mean_pool")  # measured at an `eri.models.presets` size
 IN_DIM = 546
 LOOP_BATCH = 16  # the authors' batch: one optimiser step per 16 videos, each forwarded alone
+
+
+def benchmark_encoders(size: str = "paper") -> list[str]:
+    """Every registered encoder that has the size preset ``size`` (what `train_throughput` measures by default)."""
+    from eri.models.presets import ENCODER_PRESETS
+
+    return [name for name, presets in ENCODER_PRESETS.items() if size in presets]
+
+
+def _modules(encoders) -> list[str]:
+    """The modules registering ``encoders`` outside eri.models (a plugin's file), imported again by the
+    fresh process that measures them."""
+    from eri.models.encoders import ENCODERS
+
+    return sorted({ENCODERS.entry(e).module for e in encoders if e in ENCODERS} - {"eri.models.encoders"})
 
 
 def bench_model(encoder: str, size: str):
@@ -31,25 +45,32 @@ def bench_model(encoder: str, size: str):
 
 
 def config_model(config: str):
-    """A training config's model, with the stream widths of the catalogue (`eri.constants.STREAMS`)."""
+    """A training config's model, with the stream widths each stream declares (`eri.features.streams.declared_meta`:
+    the catalogue's, else its registered extractor's)."""
     from omegaconf import OmegaConf
 
     from eri.config import load_config, streams_of
-    from eri.constants import STREAMS
     from eri.data.dataset import parse_stream, spec_dim
+    from eri.features.streams import declared_meta
     from eri.models import create_model
 
     cfg = load_config(config)
-    dims = {s: spec_dim(s, STREAMS[parse_stream(s)[0]]) for s in streams_of(cfg)}
+    dims = {s: spec_dim(s, declared_meta(parse_stream(s)[0])) for s in streams_of(cfg)}
     model = create_model(OmegaConf.to_container(cfg.model.branches), OmegaConf.to_container(cfg.model.fusion), dims)
     return model, dims
 
 
 def _measure(encoder: str, length: int, mode: str, batch: int, steps: int, loop_videos: int, device: str, precision: str,
-             threads: int, size: str = "paper", flush_denormal: bool = True, config: str | None = None) -> dict:
+             threads: int, size: str = "paper", flush_denormal: bool = True, config: str | None = None,
+             modules: tuple = ()) -> dict:
+    import importlib
+
     import torch
 
     from eri.data.dataset import parse_stream
+
+    for module in modules:  # encoders registered outside eri.models: register them in this process too
+        importlib.import_module(module)
 
     torch.set_flush_denormal(flush_denormal)  # as training does (trainer.flush_denormal)
     if threads:
@@ -123,7 +144,7 @@ def run_one(**kw) -> dict:
 
 
 def train_throughput(
-    encoders=ENCODERS,
+    encoders=None,
     lengths=(150, 300, 450),
     batch: int = 32,
     steps: int = 2,
@@ -136,12 +157,16 @@ def train_throughput(
     progress=print,
     config: str | None = None,
 ) -> list[dict]:
-    """Batched vs the authors' loop per encoder (or for a config's whole model) and video length."""
+    """Batched vs the authors' loop per encoder (default: every registered one with the size preset) or
+    for a config's whole model, and video length."""
     rows = []
+    encoders = benchmark_encoders(size) if encoders is None else list(encoders)
+    modules = tuple(_modules(encoders))
     for enc in ([config] if config else encoders):
         for length in lengths:
             common = dict(encoder=enc, length=length, batch=batch, steps=steps, loop_videos=loop_videos, device=device,
-                          precision=precision, threads=threads, size=size, flush_denormal=flush_denormal, config=config)
+                          precision=precision, threads=threads, size=size, flush_denormal=flush_denormal, config=config,
+                          modules=modules)
             b = run_one(mode="batched", **common)
             lp = run_one(mode="loop", **common)
             row = {

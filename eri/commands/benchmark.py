@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 
 from eri.commands import parser
-from eri.benchmarks.training import ENCODERS  # light: torch is imported inside its functions
 from eri.cli import cli
 
 
@@ -30,10 +29,11 @@ def _run(argv=None, prog=None) -> int:
     p = parser(prog, __doc__)
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train", help="training throughput per encoder and video length")
-    t.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
+    t.add_argument("--encoders", nargs="+", metavar="ENCODER",
+                   help="registered encoders (`eri list encoders`; default: every one with the --size preset)")
     t.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 450], help="frames per video (max; min is 2/3 of it)")
-    t.add_argument("--size", default="paper", choices=["paper", "demo", "tiny"],
-                   help="encoder size preset (eri/models/presets.py): the papers' (default) or the demo's CPU size")
+    t.add_argument("--size", default="paper",
+                   help="encoder size preset (`eri list encoders`): paper (the papers', default), demo (CPU), tiny")
     t.add_argument("--no-flush-denormal", action="store_true",
                    help="compute on denormal floats as PyTorch does by default (training flushes them)")
     t.add_argument("--batch", type=int, default=32)
@@ -78,6 +78,8 @@ def _run(argv=None, prog=None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.what == "scale":
         args.train_overrides += extra
+    if args.what == "train" and not args.model_config:
+        _check_encoders(t, args)
     import pandas as pd
 
     from eri.benchmarks.training import demo_comparison, train_throughput
@@ -129,6 +131,20 @@ def _run(argv=None, prog=None) -> int:
     print("\n" + df.to_markdown(index=False))
     print(f"\nwritten: {args.out}")
     return 0
+
+
+def _check_encoders(p, args) -> None:
+    """--encoders and --size against the registry (after parsing, so --help does not import torch)."""
+    from eri.benchmarks.training import benchmark_encoders
+    from eri.models.presets import ENCODER_PRESETS
+
+    unknown = [e for e in args.encoders or () if e not in ENCODER_PRESETS]
+    if unknown:
+        p.error(f"unknown encoder {unknown[0]!r}; valid: {', '.join(ENCODER_PRESETS)}")
+    missing = [e for e in args.encoders or () if args.size not in ENCODER_PRESETS[e]]
+    if missing or not benchmark_encoders(args.size):
+        have = sorted({s for presets in ENCODER_PRESETS.values() for s in presets})
+        p.error(f"no size preset {args.size!r} for {missing or 'any encoder'}; presets: {', '.join(have)}")
 
 
 def _scale(args) -> int:

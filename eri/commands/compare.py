@@ -3,7 +3,9 @@
   python tools/compare.py RUN_OR_ENSEMBLE_A RUN_OR_ENSEMBLE_B [--split test|val] [--resamples 1000] [--seed 0] [--json F]
 
 Prints A - B in mean PCC and per emotion with 95% percentile intervals and two-sided p-values.
-Refuses (exit 2) when A and B do not cover the same videos of the split.
+Reads only the two directories (predictions, labels.csv, dataset.json: `eri.runs`), so it works after
+their data root moved or went. Refuses (exit 2) when A and B do not cover the same videos of the split
+or were scored on different data (their dataset signatures differ: labels, splits or features).
 """
 
 from __future__ import annotations

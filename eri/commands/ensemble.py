@@ -8,7 +8,8 @@
 Members are trained through the run cache shared with tools/ablate.py (runs/cache/<config hash>): a
 finished member is read, never retrained. The ensemble's val score is cross-fitted (the combiner is
 fitted on the other parts of the fit set), its test score comes from the final fit. Writes DIR/metrics.json
-(with 95% bootstrap intervals), predictions_<split>.csv, members.csv, members.png and config.yaml.
+(with 95% bootstrap intervals), predictions_<split>.csv, labels.csv, dataset.json, members.csv, members.png
+and config.yaml (`eri.runs`). Members must share one dataset by content (their dataset.json), wherever it lies now.
 """
 
 from __future__ import annotations

@@ -23,13 +23,14 @@ def _run(argv=None, prog=None) -> int:
     from eri.config import load_config, parse_override
     from eri.io import atomic_write_json
     from eri.training.metrics import format_table
-    from eri.training.run import ceiling_of, evaluate
+    from eri.runs import CONFIG, ceiling_of
+    from eri.training.run import evaluate
 
     scores = evaluate(args.run, overrides=dict(parse_override(o) for o in args.overrides))
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
-        cfg = load_config(Path(args.run) / "config.yaml", args.overrides)
+        cfg = load_config(Path(args.run) / CONFIG, args.overrides)
         print(format_table(scores, ceiling_of(cfg.data.root, folds=bool(cfg.data.cv.folds))))
         if args.json:
             atomic_write_json(args.json, scores)

@@ -5,7 +5,8 @@
 
 --n-trials is the study's total over all workers and reruns; rerunning continues the study.
 Default storage: sqlite:///<out>/study.db. Several machines: a shared PostgreSQL URL, e.g.
-postgresql+psycopg2://user@host:5432/db (`python -m eri.search.postgres` starts a local throwaway one).
+postgresql+psycopg2://user@host:5432/db (from a clone, `python tests/local_postgres.py` starts a
+throwaway local one).
 When the study is complete: <out>/best.yaml (run it with tools/train.py --config), <out>/best/ (its
 retrain, scored on test), <out>/plots/*.png, <out>/trials.csv, <out>/summary.json.
 key=value overrides apply to the search config (e.g. pruner.name=hyperband).

@@ -14,6 +14,7 @@ hold videos of similar length (less padding), the order depends only on the seed
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from tqdm.auto import tqdm
 
 from eri.constants import EMOTIONS, SPLITS
 from eri.data.dataset import InputPolicy, SplitInfo, collate, parse_stream, read_video, select_steps, spec_dim
-from eri.data.folds import apply_cv
-from eri.data.labels import read_manifest
+from eri.data.folds import split_manifest
+from eri.data.labels import train_mean
 from eri.data.store import FeatureStore, open_features, unlearned
 from eri.errors import ConfigError, LabelError, StoreError
 from eri.io import stable_hash
@@ -154,11 +155,30 @@ class ERIDataModule(L.LightningDataModule):
         self.splits: dict[str, SplitInfo] = {}
         self.datasets: dict[str, VideoFeatures] = {}
         self.train_mean: np.ndarray | None = None
+        self.manifest: pd.DataFrame | None = None  # the labels and splits of this run (folds applied)
         self.stream_dims: dict[str, int] = {}
         self.skipped: list[dict] = []  # {File_ID, split, problem} for each video left out by bad_files=skip
         self.metas: dict[str, dict] = {}  # stream name -> its store metadata (meta.json)
         self._stats = None
         self._flags: dict[str, tuple[bool, bool]] = {}  # spec -> (constant, same in every training video)
+
+    @classmethod
+    def from_config(cls, cfg, progress: bool = True) -> "ERIDataModule":
+        """The data module of a run config: every ``data.*`` key the constructor takes (`eri.config.DataConfig`),
+        the streams its branches read, and its seed."""
+        from omegaconf import OmegaConf
+
+        from eri.config import streams_of
+
+        takes = set(inspect.signature(cls.__init__).parameters)
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        return cls(**{k: v for k, v in data.items() if k in takes}, streams=streams_of(cfg), seed=cfg.seed, progress=progress)
+
+    def label_table(self) -> pd.DataFrame:
+        """The labels it scores with, as a run keeps them (`eri.runs.LABELS`): File_ID, split, the 7
+        emotions as read, and ``usable`` (1: the model reads the video; 0: the train-label mean stands in)."""
+        parts = [self.manifest[self.manifest["split"] == s].assign(usable=self.splits[s].usable.astype(int)) for s in SPLITS]
+        return pd.concat(parts, ignore_index=True)[["File_ID", "split", *EMOTIONS, "usable"]]
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
@@ -187,10 +207,7 @@ class ERIDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise ConfigError(f"data.root: dataset root {self.root} does not exist: point data.root at your data "
                               "(README, \"Your data\"), or run configs/demo.yaml for the synthetic demo")
-        manifest = read_manifest(self.root, self.layout)
-        if self.cv:
-            c = self.cv
-            manifest = apply_cv(manifest, self.root, c["folds"], c["fold"], list(c["pool"]), c["seed"], c["group_by"])
+        manifest = self.manifest = split_manifest(self.root, self.layout, self.cv)
         source = open_features(self.root)
         self.metas = {name: source.meta(name) for name in self.names}
         self.per_frame = {name: m.get("rate") == "frame" for name, m in self.metas.items()}
@@ -237,7 +254,7 @@ class ERIDataModule(L.LightningDataModule):
         train_info = self.splits["train"]
         if not train_info.usable.any():
             raise StoreError(f"{self.root}: no usable training video (all have < {self.policy.min_valid_frames} valid frames)")
-        self.train_mean = train_info.labels[train_info.usable].mean(axis=0)
+        self.train_mean = train_mean(manifest, train_info.usable)
         if stage in (None, "fit"):
             why = self.splits["val"].not_scored()
             if why:
@@ -318,27 +335,20 @@ class ERIDataModule(L.LightningDataModule):
         for k, vid in enumerate(ids):
             ok = True
             for name in self.names:
-                p = self.source.streams[name]
-                if vid in p.damaged:
-                    self._bad(vid, split, StoreError(p.damaged[vid]))
+                try:
+                    valid = self.source.valid_steps(name, vid)
+                except StoreError as e:  # a damaged file, packed empty (data.bad_files decides)
+                    self._bad(vid, split, e)
                     ok = False
                     break
-                row = p.row[vid]
-                valid = p.valid[p.offsets[row] : p.offsets[row + 1]]
                 ok = ok and not select_steps(valid, name, self.per_frame[name], self.policy)[1]
             usable[k] = ok
         return usable
 
     def _packed_lengths(self, ids: list[str], usable: np.ndarray) -> np.ndarray:
-        out = []
-        for k in np.flatnonzero(usable):
-            n = 0
-            for name in self.names:
-                p = self.source.streams[name]
-                row = p.row[ids[k]]
-                n = max(n, len(select_steps(p.valid[p.offsets[row] : p.offsets[row + 1]], name, self.per_frame[name], self.policy)[0]))
-            out.append(n)
-        return np.asarray(out, np.int64)
+        return np.asarray([max(len(select_steps(self.source.valid_steps(name, ids[k]), name, self.per_frame[name],
+                                                self.policy)[0]) for name in self.names)
+                           for k in np.flatnonzero(usable)], np.int64)
 
     def _read(self, vid: str) -> dict[str, np.ndarray]:
         return read_video(self.source, vid, self.streams, self.per_frame, self.policy).x

@@ -22,6 +22,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from eri.errors import ConfigError
+from eri.streams import StreamMeta
 
 _SPEC = re.compile(r"^(?P<name>[\w.-]+)(\[(?P<start>\d*):(?P<stop>\d*)\])?$")
 
@@ -98,11 +99,12 @@ def read_video(source, vid: str, specs: list[str], per_frame: dict[str, bool], p
     return VideoInput(x, times, n_valid, list(dict.fromkeys(problems)))
 
 
-def spec_dim(spec: str, meta: dict) -> int:
-    """Columns a stream spec selects from a stream of ``meta["dim"]`` columns; a slice that reaches past
-    the width or selects nothing is a ConfigError (Python would silently clip it, or build a 0-wide encoder)."""
+def spec_dim(spec: str, meta: StreamMeta | dict) -> int:
+    """Columns a stream spec selects from a stream of ``meta``'s width (a descriptor or its meta.json
+    object); a slice that reaches past the width or selects nothing is a ConfigError (Python would
+    silently clip it, or build a 0-wide encoder)."""
     name, cols = parse_stream(spec)
-    dim = int(meta["dim"])
+    dim = int(meta.dim if isinstance(meta, StreamMeta) else meta["dim"])
     if (cols.stop or 0) > dim or (cols.start or 0) >= dim or len(range(dim)[cols]) == 0:
         raise ConfigError(f"stream spec '{spec}' reaches past the width or selects no column: stream '{name}' has "
                           f"{dim} columns (0..{dim - 1}, its meta.json dim)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eri.data.labels import normalise_id, read_manifest, read_table
 from eri.errors import ConfigError
 
 
@@ -74,8 +75,6 @@ def group_labels(root: Path, manifest: pd.DataFrame, column: str) -> list:
 def _table(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    from eri.data.labels import normalise_id, read_table
-
     df = read_table(path, dtype=str)
     ids = df["File_ID"] if "File_ID" in df.columns else df.iloc[:, 0]
     return df.assign(File_ID=ids.map(normalise_id))
@@ -96,3 +95,12 @@ def apply_cv(manifest: pd.DataFrame, root: Path, folds: int, fold: int, pool: li
     which = assign_folds(rows["File_ID"].tolist(), folds, seed, groups)
     rows["split"] = np.where(which == fold, "val", "train")
     return pd.concat([rows, manifest[manifest["split"] == "test"]], ignore_index=True)
+
+
+def split_manifest(root: str | Path, layout: str, cv: dict | None) -> pd.DataFrame:
+    """The manifest a run trains and scores on: the label file's, with the folds of ``cv`` (``data.cv``
+    as a dict) applied when ``cv["folds"]`` is set (its held-out fold becomes "val")."""
+    manifest = read_manifest(root, layout)
+    if cv and cv.get("folds"):
+        manifest = apply_cv(manifest, Path(root), cv["folds"], cv["fold"], list(cv["pool"]), cv["seed"], cv["group_by"])
+    return manifest

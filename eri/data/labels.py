@@ -16,6 +16,7 @@ import pandas as pd
 from eri.constants import EMOTIONS
 from eri.errors import LabelError
 from eri.io import name_problem
+from eri.registry import Registry
 
 __all__ = ["LabelError", "normalise_id", "read_manifest", "read_label_ids"]
 
@@ -146,7 +147,9 @@ def read_muse2022(root: str | Path) -> pd.DataFrame:
     return _finish(df, lab_path)
 
 
-READERS = {"abaw5": read_abaw5, "muse2022": read_muse2022}
+READERS = Registry("layout")  # label-file formats by `data.layout` name
+READERS.add("abaw5", read_abaw5, description="ABAW5 / Hume-Reaction: data_info.csv (File_ID, Split, 7 emotions)")
+READERS.add("muse2022", read_muse2022, description="MuSe 2022 Reaction: labels.csv + partition.csv")
 
 
 def read_manifest(root: str | Path, layout: str = "auto") -> pd.DataFrame:
@@ -161,10 +164,12 @@ def read_manifest(root: str | Path, layout: str = "auto") -> pd.DataFrame:
     return READERS[layout](root)
 
 
-def labels_of(root: str | Path, layout: str, ids) -> np.ndarray:
-    """(N, 7) labels of ``ids`` from a dataset root, NaN where a video is unlabelled or absent."""
-    manifest = read_manifest(root, layout).set_index("File_ID")
-    return manifest.reindex(list(ids))[list(EMOTIONS)].to_numpy(np.float64)
+def train_mean(manifest: pd.DataFrame, usable) -> np.ndarray:
+    """The mean training label over the usable training videos: what a model predicts for a video it
+    cannot read. ``manifest``: a run's (its ``train`` rows are the training part of the fold pool under
+    ``data.cv``); ``usable``: one flag per train row, in order. float32, as training computes it."""
+    y = manifest.loc[manifest["split"] == "train", list(EMOTIONS)].to_numpy(np.float32)
+    return y[np.asarray(usable, bool)].mean(axis=0)
 
 
 def read_label_ids(root: str | Path, layout: str = "auto") -> tuple[list[str], list[str]]:

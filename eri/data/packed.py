@@ -195,8 +195,8 @@ class _locked:
 def _build(store: FeatureStore, stream: str, out: Path, progress: bool) -> Path:
     ids = list(store.index(stream)["File_ID"])
     head = _head(store, stream)
-    dim = int(store.meta(stream).get("dim") or 0)
-    dtype = np.dtype(store.meta(stream).get("dtype") or "float32")
+    meta = store.stream_meta(stream)
+    dim, dtype = meta.dim, np.dtype(meta.dtype or "float32")
     damaged, lengths = {}, []
     for vid in ids:  # a damaged file is recorded, packed empty, and judged by the data module (data.bad_files)
         try:
@@ -269,11 +269,20 @@ class PackedStream:
             raise StoreError(f"{self.paths[name]}: the packed copy is truncated; the next run rebuilds it")
         return np.frombuffer(buf, dtype).reshape((b - a, width) if width else (b - a,))
 
-    def load(self, vid: str, with_times: bool = False):
+    def _rows(self, vid: str) -> tuple[int, int]:
+        """The video's steps ``a:b`` in the packed arrays; StoreError for a damaged or unlisted video."""
         k = self.row.get(vid)
         if k is None or vid in self.damaged:
             raise StoreError(self.damaged.get(vid) or f"video {vid} is not in the packed store")
-        a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+        return int(self.offsets[k]), int(self.offsets[k + 1])
+
+    def valid_steps(self, vid: str) -> np.ndarray:
+        """The video's validity flags (T,), from memory: enough to judge it without reading a feature."""
+        a, b = self._rows(vid)
+        return self.valid[a:b]
+
+    def load(self, vid: str, with_times: bool = False):
+        a, b = self._rows(vid)
         feats = self._read("features", a, b, self.dim, self.dtype).astype(np.float32)
         if not np.isfinite(feats).all():  # packed steps are finite by construction: these bytes were damaged
             raise StoreError(f"{self.paths['features']}: the packed copy is damaged (non-finite values for video "
@@ -328,8 +337,16 @@ class PackedStore:
     def meta(self, stream: str) -> dict:
         return self.store.meta(stream)
 
+    def stream_meta(self, stream: str):
+        return self.store.stream_meta(stream)
+
     def index(self, stream: str):
         return self.store.index(stream)
 
     def load(self, stream: str, vid: str, with_times: bool = False):
         return self.streams[stream].load(vid, with_times)
+
+    def valid_steps(self, stream: str, vid: str) -> np.ndarray:
+        """One video's validity flags (T,) without reading its features (the input rule needs only these,
+        `eri.data.dataset.select_steps`); StoreError, with the file's problem, for a damaged video."""
+        return self.streams[stream].valid_steps(vid)

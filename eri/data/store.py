@@ -3,6 +3,7 @@
 Layout (what extraction writes for real videos and what the synthetic generator imitates)::
 
     <root>/features/<stream>/meta.json   {"stream", "dim", "rate", "dtype", "extractor", "config_hash", ...}
+                                         (an `eri.streams.StreamMeta`)
     <root>/features/<stream>/index.csv   File_ID, n_steps, n_valid  (one row per stored video)
     <root>/features/<stream>/<File_ID>.npz
         features   (T, D) float16 or float32
@@ -15,7 +16,6 @@ File ids are stored without the brackets of `data_info.csv` (``[00001]`` -> ``00
 from __future__ import annotations
 
 import io
-import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -25,6 +25,7 @@ import pandas as pd
 
 from eri.errors import InputError, StoreError
 from eri.io import atomic_write_bytes, atomic_write_text, check_name, inside, name_problem
+from eri.streams import FRAME, StreamMeta, read_stream_meta, write_stream_meta
 
 
 def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
@@ -60,8 +61,12 @@ class FeatureStore:
             raise StoreError(str(e)) from None
 
     # ---------------------------------------------------------------- writing
-    def write_meta(self, stream: str, meta: dict) -> None:
-        atomic_write_text(self.path(stream, "meta", ".json"), json.dumps(meta, indent=2, sort_keys=True))
+    def write_meta(self, stream: str, meta: StreamMeta | dict) -> None:
+        """``meta``: the descriptor, or its meta.json object."""
+        meta = meta if isinstance(meta, StreamMeta) else StreamMeta.from_dict(meta, stream)
+        if meta.name != stream:
+            raise StoreError(f"{self.dir / stream}: a descriptor of stream '{meta.name}' cannot describe '{stream}'")
+        write_stream_meta(self.path(stream, "meta", ".json").parent, meta)
 
     def write(self, stream: str, vid: str, features: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
               extra: dict[str, np.ndarray] | None = None) -> None:
@@ -84,21 +89,17 @@ class FeatureStore:
     def streams(self) -> list[str]:
         return sorted(p.parent.name for p in self.dir.glob("*/meta.json") if name_problem(p.parent.name) is None)
 
-    def meta(self, stream: str) -> dict:
+    def stream_meta(self, stream: str) -> StreamMeta:
+        """The stream's descriptor; StoreError when its meta.json is missing (naming the streams here) or damaged."""
         path = self.path(stream, "meta", ".json")
         if not path.exists():
             have = ", ".join(self.streams()) or "none"
             raise StoreError(f"stream '{stream}' not found: {path} is missing (streams in this store: {have})")
-        try:
-            meta = json.loads(path.read_text())
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-            dim = int(meta.get("dim") or 0)
-            if dim < 0:
-                raise ValueError(f"negative dim {dim}")
-        except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
-            raise StoreError(f"{path} is damaged ({type(e).__name__}: {e})") from None
-        return meta
+        return read_stream_meta(path)
+
+    def meta(self, stream: str) -> dict:
+        """`stream_meta` as the meta.json object (what a model file's spec stores)."""
+        return self.stream_meta(stream).to_dict()
 
     def _dim(self, stream: str) -> int:
         """The stream's width from meta.json (0: unknown or no meta.json yet), re-read when the file changes."""
@@ -108,7 +109,7 @@ class FeatureStore:
         except FileNotFoundError:
             return 0
         if self._dims.get(stream, (None,))[0] != stamp:
-            self._dims[stream] = (stamp, int(self.meta(stream).get("dim") or 0))
+            self._dims[stream] = (stamp, self.stream_meta(stream).dim)
         return self._dims[stream][1]
 
     def index(self, stream: str) -> pd.DataFrame:
@@ -160,7 +161,7 @@ class FeatureStore:
     def check_rate(self, stream: str, ids, sample: int = 3) -> None:
         """A StoreError naming meta.json and a file when the stream's ``rate`` disagrees with the
         timestamps of the first ``sample`` readable files of ``ids`` (a few reads, whatever the size)."""
-        meta, seen = self.meta(stream), 0
+        meta, seen = self.stream_meta(stream), 0
         for vid in ids:
             try:
                 with np.load(self.path(stream, vid), allow_pickle=False) as z:
@@ -200,13 +201,14 @@ class FeatureStore:
         return {"n_steps": int(shape[0]), "n_valid": int(np.asarray(valid, bool).sum()), "config_hash": stored}
 
 
-def unlearned(stream: str, meta: dict) -> str | None:
-    """The warning for a stream extracted with random (unlearned) weights, from its meta.json (None: the
-    weights were learned). Extraction prints it, training and prediction warn with it: numbers from
-    such a model are real code paths on features that carry no learned information."""
-    if not meta.get("random_init"):
+def unlearned(stream: str, meta: StreamMeta | dict) -> str | None:
+    """The warning for a stream extracted with random (unlearned) weights, from its descriptor or
+    meta.json object (None: the weights were learned). Extraction prints it, training and prediction warn
+    with it: numbers from such a model are real code paths on features that carry no learned information."""
+    meta = meta if isinstance(meta, StreamMeta) else StreamMeta.from_dict(meta, stream)
+    if not meta.random_init:
         return None
-    net = "ResNet18" if "resnet18" in str(meta.get("backbone", "")).lower() else f"'{meta.get('extractor')}' network"
+    net = "ResNet18" if "resnet18" in str(meta.extra.get("backbone", "")).lower() else f"'{meta.extractor}' network"
     return (f"stream '{stream}' was extracted with a randomly initialised {net}: its features carry no learned "
             "information; give the extractor `weights:`")
 
@@ -215,7 +217,7 @@ MIN_FRAME_RATE = 3.0  # steps/s: a "frame" stream slower than this is not video 
 RATE_FACTOR = 1.5  # a stated rate this many times faster or slower than the timestamps' spacing is wrong
 
 
-def rate_problem(meta: dict, times: np.ndarray) -> str | None:
+def rate_problem(meta: StreamMeta, times: np.ndarray) -> str | None:
     """Whether a stream's meta.json ``rate`` disagrees with one file's timestamps (None: agrees, or too
     few steps to tell). ``rate`` decides which streams the valid-frame minimum and ``frame_stride`` apply
     to, so a wrong one silently drops videos or thins the wrong stream."""
@@ -225,14 +227,14 @@ def rate_problem(meta: dict, times: np.ndarray) -> str | None:
         return None
     spacing = float(np.median(steps))
     seen = 1.0 / spacing
-    rate = meta.get("rate")
-    fps = (meta.get("decode") or {}).get("fps") if isinstance(meta.get("decode"), dict) else None
-    if rate == "frame" and not fps:
+    rate = meta.rate
+    fps = meta.decode.get("fps") if meta.decode else None
+    if rate == FRAME and not fps:
         if seen < MIN_FRAME_RATE:
             return (f"rate is 'frame', but its timestamps are {spacing:.3g} s apart ({seen:.3g} steps/s), slower than "
                     f"any video ({MIN_FRAME_RATE:g} frames/s at least)")
         return None
-    want = fps if rate == "frame" else rate
+    want = fps if rate == FRAME else rate
     if isinstance(want, (int, float)) and not isinstance(want, bool) and want > 0:
         if max(seen / want, want / seen) > RATE_FACTOR:
             return f"rate is {want:g} steps/s, but its timestamps are {spacing:.3g} s apart ({seen:.3g} steps/s)"
@@ -309,13 +311,16 @@ class MuseFeatureDir:
         return paths
 
     def meta(self, stream: str) -> dict:
+        return self.stream_meta(stream).to_dict()
+
+    def stream_meta(self, stream: str) -> StreamMeta:
         if stream not in self._metas:
             files = self.files(stream)
             if not files:
                 raise StoreError(f"{self.dir / stream} holds no CSV files")
             first = next(iter(files.values()))
             ncol = len(_read_csv(first, nrows=1).columns)
-            self._metas[stream] = {"stream": stream, "dim": ncol - self.META_COLUMNS, "rate": "frame", "extractor": "muse2022"}
+            self._metas[stream] = StreamMeta(stream, ncol - self.META_COLUMNS, FRAME, extractor="muse2022")
         return self._metas[stream]
 
     def index(self, stream: str) -> pd.DataFrame:
@@ -331,7 +336,7 @@ class MuseFeatureDir:
             times = pd.to_numeric(df.iloc[:, 0]).to_numpy(np.float64) * 1e-3
         except (ValueError, TypeError) as e:
             raise StoreError(f"{path}: non-numeric values ({e})") from None
-        dim = self.meta(stream)["dim"]
+        dim = self.stream_meta(stream).dim
         if values.shape[1] != dim:
             raise StoreError(f"{path}: {values.shape[1]} feature columns, but other files of '{stream}' have {dim}")
         valid = np.isfinite(values).all(axis=1)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from eri.errors import ConfigError
+from eri.registry import Registry
 from eri.training.metrics import pcc_per_emotion
 
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+COMBINERS = Registry("combiner")  # () -> object with fit(x, y), predict(x), describe()
 
 
+@COMBINERS.register("mean", description="the members' average (nothing fitted)")
 class Mean:
     name = "mean"
 
@@ -41,6 +43,7 @@ class Mean:
         return {}
 
 
+@COMBINERS.register("weights", description="per emotion, non-negative least-squares weights summing to 1")
 class NonNegativeWeights:
     name = "weights"
 
@@ -61,6 +64,7 @@ class NonNegativeWeights:
         return {"weights": self.w.round(4).tolist()}
 
 
+@COMBINERS.register("best", description="per emotion, the member with the highest PCC on the fit set")
 class BestMember:
     name = "best"
 
@@ -76,6 +80,7 @@ class BestMember:
         return {"member_per_emotion": self.choice.tolist()}
 
 
+@COMBINERS.register("stack", description="per emotion, ridge regression on all members' predictions, clipped to [0, 1]")
 class RidgeStack:
     name = "stack"
 
@@ -98,13 +103,8 @@ class RidgeStack:
         return {"alpha": np.atleast_1d(self.model.alpha_).astype(float).tolist()}
 
 
-COMBINERS = {c.name: c for c in (Mean, NonNegativeWeights, BestMember, RidgeStack)}
-
-
 def make_combiner(name: str):
-    if name not in COMBINERS:
-        raise ConfigError(f"unknown combiner '{name}'; valid: {sorted(COMBINERS)}")
-    return COMBINERS[name]()
+    return COMBINERS.resolve(name)()
 
 
 def parts(n: int, k: int, seed: int = 0) -> np.ndarray:

@@ -10,6 +10,11 @@
     runs: runs/cache             # the run cache shared with tools/ablate.py (eri.training.cache)
     search: {n_trials: 0}        # > 0: Optuna chooses the members and the combiner on cross-fitted val
 
+A member's training config is found as a config file's ``base:`` is (`eri.config`): beside the
+ensemble file, else from the working directory (``configs/demo.yaml`` as the shipped files write it),
+and it may itself be an overlay (``base:`` + dotted keys); its ``overrides`` apply on top. An ensemble
+file may build on other ensemble files with ``base:``.
+
 A member over ``seeds`` is one model per seed; over ``folds`` each seed is K runs whose held-out
 predictions together cover the fold pool (out-of-fold) and whose test predictions are averaged.
 """
@@ -22,7 +27,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from eri.config import load_structured, rule
+from eri.config import find_config, load_structured, rule
 from eri.errors import ConfigError
 
 COMBINER_NAMES = ("mean", "weights", "best", "stack")
@@ -69,6 +74,9 @@ def load_ensemble_config(path: str | Path | None, overrides: list[str] = (), run
         if "folds" in m and m["folds"] is not None and int(m["folds"]) < 2:
             raise ConfigError(f"members[{i}].folds must be >= 2, got {m['folds']}")
         names.append(m.get("name") or Path(m.get("config") or m["run"]).stem)
+        found = find_config(m["config"], path) if isinstance(m.get("config"), str) and path is not None else None
+        if found is not None:  # else tools/ensemble.py says it is missing when it trains that member
+            cfg.members[i].config = str(found)
     if len(set(names)) != len(names):
         raise ConfigError(f"members need distinct names, got {names}")
     if cfg.out is None:

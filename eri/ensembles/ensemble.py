@@ -6,7 +6,8 @@
                                   that did not see it (cross-fitting); predictions_test.csv: the final combiner
     <out>/members.csv             each member's val/test mean PCC and its runs
     <out>/members.png             per-emotion PCC of each member against the ensemble, with 95% intervals
-    <out>/dataset.json            the data signature its member runs share, or that they do not (`eri.data.signature`)
+    <out>/labels.csv              the labels it was scored with (val: the fit set), from its members' runs
+    <out>/dataset.json            the data signature its member runs share (`eri.data.signature`)
 
 The combiner never sees the predictions it is scored on: the ensemble's "val" is cross-fitted within
 the fit set (`eri.ensembles.combiners`), and test is scored once, with the combiner fitted on the
@@ -30,8 +31,8 @@ from eri.ensembles.members import Member, build_members, labels, stack
 from eri.ensembles.submission import ensemble_signature
 from eri.errors import InputError
 from eri.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from eri.runs import CONFIG, MEMBERS, METRICS, SIGNATURE, write_labels, write_predictions
 from eri.training.metrics import bootstrap_ci, bootstrap_counts, percentile_ci, resampled_pcc, score
-from eri.training.run import ceiling_of
 
 
 def _scored(pred: np.ndarray, y: np.ndarray, ecfg) -> dict:
@@ -44,7 +45,7 @@ def combine(members: list[Member], combiner: str, ecfg) -> dict:
     """Fit one combiner over ``members``: honest val (cross-fitted) and test predictions and scores."""
     fit_ids, x_fit = stack(members, "fit")
     test_ids, x_test = stack(members, "test")
-    y_fit, y_test = labels(members[0].data, fit_ids), labels(members[0].data, test_ids)
+    y_fit, y_test = labels(members, fit_ids), labels(members, test_ids)
     if np.isnan(y_fit).any():
         raise InputError(f"{int(np.isnan(y_fit).any(axis=1).sum())} fit-set videos have no labels: cannot fit a combiner")
     c = Combination(combiner, ecfg.cross_fit, ecfg.cross_fit_seed)
@@ -105,20 +106,24 @@ def run_ensemble(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> dict 
     }
     if val_selected is not None:
         metrics["not_selected"] = [m.name for m in members if m not in selected]
-    ceiling = ceiling_of(members[0].data["root"], folds=bool(members[0].data["cv"]))
+    ceiling = members[0].ceiling
     if ceiling:
         metrics["ceiling"] = ceiling
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", to_yaml(ecfg))
-    for split, ids, pred in (("val", result["fit_ids"], result["val_pred"]), ("test", result["test_ids"], result["test_pred"])):
-        df = pd.DataFrame(pred, columns=list(EMOTIONS))
-        df.insert(0, "File_ID", ids)
-        atomic_write_text(out / f"predictions_{split}.csv", df.to_csv(index=False, float_format="%.6f"))
-    atomic_write_text(out / "members.csv", pd.DataFrame(metrics["members"]).drop(columns=["pcc"]).to_csv(index=False))
-    atomic_write_json(out / "dataset.json", ensemble_signature([r for m in selected for r in m.runs]))
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / CONFIG, to_yaml(ecfg))
+    write_predictions(out, "val", result["fit_ids"], result["val_pred"])
+    write_predictions(out, "test", result["test_ids"], result["test_pred"])
+    write_labels(out, pd.concat([_label_rows(result["fit_ids"], "val", result["y_fit"]),
+                                 _label_rows(result["test_ids"], "test", result["y_test"])], ignore_index=True))
+    atomic_write_text(out / MEMBERS, pd.DataFrame(metrics["members"]).drop(columns=["pcc"]).to_csv(index=False))
+    atomic_write_json(out / SIGNATURE, ensemble_signature([r for m in selected for r in m.runs]))
+    atomic_write_json(out / METRICS, metrics)
     figure(out / "members.png", selected, result, ecfg)
     return metrics
+
+
+def _label_rows(ids: list[str], split: str, y: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"File_ID": ids, "split": split, **dict(zip(EMOTIONS, y.T))})
 
 
 def summary_table(metrics: dict) -> str:

@@ -5,12 +5,13 @@ A member is one model: one run per seed, or, over ``folds``, the K runs of one s
 its held-out fold, so together they give out-of-fold predictions for the whole fold pool, and their
 test predictions are averaged. The *fit set* a combiner learns from is the val split (plain members)
 or the fold pool (cross-validated members); members must agree on it, so mixing both kinds, or
-members trained on another store, split or fold assignment, is refused.
+members trained on other labels, splits, features or folds, is refused. The data is compared by its
+signature (`eri.data.signature`), not by where it lies: members trained before a dataset moved still
+ensemble, and a member's labels are the ones its runs kept (``labels.csv``, `eri.runs`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from eri.config import load_config
-from eri.data.labels import labels_of
+from eri.constants import EMOTIONS
+from eri.data.signature import differences
 from eri.errors import InputError
 from eri.progress import Units
+from eri.runs import CONFIG, METRICS, Run
 from eri.training.cache import cached_train
-from eri.training.run import predictions
 
 
 @dataclass
@@ -33,7 +35,9 @@ class Member:
     runs: list  # run directories
     fit: pd.DataFrame  # File_ID -> 7 intensities on the fit set (val, or out-of-fold)
     test: pd.DataFrame  # File_ID -> 7 intensities on test
-    data: dict  # what the member was trained on (see `data_signature`)
+    data: dict  # what the member was trained with, for the record (see `data_record`)
+    signature: dict  # the dataset signature its runs share (`eri.data.signature`)
+    labels: pd.DataFrame  # File_ID -> the 7 labels its runs were scored with, fit set and test
     scores: dict = field(default_factory=dict)  # per-run metrics.json, for the record
 
     @property
@@ -43,9 +47,15 @@ class Member:
         cv = self.data["cv"]
         return cv is None or cv.get("select") == "best"
 
+    @property
+    def ceiling(self) -> dict | None:
+        """Its runs' synthetic ceiling, as their metrics.json recorded it (None on real data)."""
+        return next(iter(self.scores.values()), {}).get("ceiling")
 
-def data_signature(cfg) -> dict:
-    """The dataset a run saw: members of one ensemble must agree on all of it."""
+
+def data_record(cfg) -> dict:
+    """What a run was trained with: ``root`` (where it was), layout, synthetic preset and the folds
+    (``cv`` without the fold). Members must agree on the folds; the data itself is compared by signature."""
     d = cfg.data
     cv = OmegaConf.to_container(d.cv) if d.cv.folds else None
     if cv:
@@ -54,15 +64,27 @@ def data_signature(cfg) -> dict:
             "synthetic_seed": d.synthetic_seed if d.synthetic else None, "cv": cv}
 
 
-def _read_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
-    if not (run / "config.yaml").is_file():
-        raise InputError(f"{run}: no config.yaml: not a run directory")
-    cfg = load_config(run / "config.yaml")
-    try:
-        metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-    except ValueError as e:
-        raise InputError(f"{run / 'metrics.json'} is damaged ({e})") from None
-    return predictions(run, "val"), predictions(run, "test"), data_signature(cfg), metrics
+def _read_run(path: Path, name: str) -> Member:
+    """One run directory as a member: its predictions, what it was trained with, its dataset signature
+    and the val and test labels it was scored with."""
+    if not (path / CONFIG).is_file():
+        raise InputError(f"{path}: no config.yaml: not a run directory")
+    run = Run(path)
+    metrics = run.metrics if (path / METRICS).is_file() else {}
+    table = run.label_table
+    labels = table.loc[table["split"].isin(["val", "test"]), list(EMOTIONS)]
+    signature, _ = run.saved_or_recomputed_signature()
+    return Member(name, [path], run.predictions("val"), run.predictions("test"), data_record(run.config), signature,
+                  labels, {str(path): metrics})
+
+
+def _other_data(a: str, b: str, data_a: dict, data_b: dict, sig_a: dict, sig_b: dict) -> str | None:
+    """Why ``b`` was not trained on the data of ``a`` (None: it was): other folds, or other labels,
+    splits or features by content (`eri.data.signature.differences`); where the data lies does not matter."""
+    if data_a["cv"] != data_b["cv"]:
+        return f"{b} was trained on other folds than {a} (data.cv {data_b['cv']} vs {data_a['cv']})"
+    diff = differences(sig_a, sig_b, common_streams=True)
+    return f"{b} was trained on other data than {a}: {'; '.join(diff)}" if diff else None
 
 
 def build_members(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> list[Member] | None:
@@ -76,10 +98,10 @@ def build_members(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> list
     for entry in entries:
         name = entry.get("name") or Path(entry.get("config") or entry["run"]).stem
         if entry.get("run"):
-            fit, test, sig, m = _read_run(Path(entry["run"]))
-            if sig["cv"]:
+            member = _read_run(Path(entry["run"]), name)
+            if member.data["cv"]:
                 raise InputError(f"{entry['run']} is one fold of a cross-validation: give the member as config + folds")
-            members.append(Member(name, [Path(entry["run"])], fit, test, sig, {"run": m}))
+            members.append(member)
             continue
         for seed in entry.get("seeds") or [0]:
             k = entry.get("folds")
@@ -108,27 +130,31 @@ def build_members(ecfg, progress=print, shard: tuple[int, int] = (0, 1)) -> list
 
 def _assemble(name: str, runs: list[Path]) -> Member:
     """One member from its runs: K folds' held-out predictions side by side, their test predictions averaged."""
-    parts = [_read_run(r) for r in runs]
-    fit = pd.concat([p[0] for p in parts])
+    parts = [_read_run(r, name) for r in runs]
+    fit = pd.concat([p.fit for p in parts])
     if fit.index.duplicated().any():
         raise InputError(f"member {name}: a video is held out by two folds ({list(fit.index[fit.index.duplicated()][:3])})")
-    tests = [p[1] for p in parts]
+    tests = [p.test for p in parts]
     if any(not t.index.equals(tests[0].index) for t in tests):
         raise InputError(f"member {name}: its runs predict different test videos")
-    test = sum(tests) / len(tests)
-    sigs = [p[2] for p in parts]
-    if any(s != sigs[0] for s in sigs):
-        raise InputError(f"member {name}: its runs were trained on different data ({sigs[0]} vs others)")
-    return Member(name, list(runs), fit.sort_index(), test, sigs[0], {str(r): p[3] for r, p in zip(runs, parts)})
+    first = parts[0]
+    for r, p in zip(runs[1:], parts[1:]):
+        why = _other_data(str(runs[0]), str(r), first.data, p.data, first.signature, p.signature)
+        if why:
+            raise InputError(f"member {name}: {why}")
+    labels = pd.concat([p.labels for p in parts])
+    labels = labels[~labels.index.duplicated()]  # test rows: in every fold's labels
+    return Member(name, list(runs), fit.sort_index(), sum(tests) / len(tests), first.data, first.signature, labels,
+                  {k: v for p in parts for k, v in p.scores.items()})
 
 
 def check_members(members: list[Member]) -> None:
-    """Refuse members that were not trained on the same store, splits and folds."""
+    """Refuse members that were not trained on the same labels, splits, features and folds."""
     ref = members[0]
     for m in members[1:]:
-        if m.data != ref.data:
-            diff = {k: (ref.data[k], m.data[k]) for k in ref.data if ref.data[k] != m.data[k]}
-            raise InputError(f"member {m.name} was trained on other data than {ref.name}: {diff}")
+        why = _other_data(f"member {ref.name}", f"member {m.name}", ref.data, m.data, ref.signature, m.signature)
+        if why:
+            raise InputError(why)
         for split, a, b in (("fit", ref.fit, m.fit), ("test", ref.test, m.test)):
             if set(a.index) != set(b.index):
                 raise InputError(
@@ -137,9 +163,9 @@ def check_members(members: list[Member]) -> None:
                 )
 
 
-def labels(data: dict, ids) -> np.ndarray:
-    """(N, 7) labels of ``ids`` (NaN where unlabeled) from the dataset the members were trained on."""
-    return labels_of(data["root"], data["layout"], ids)
+def labels(members: list[Member], ids) -> np.ndarray:
+    """(N, 7) labels of ``ids`` (NaN where unlabelled), as the first member's runs were scored with."""
+    return members[0].labels.reindex(list(ids)).to_numpy(np.float64)
 
 
 def stack(members: list[Member], split: str) -> tuple[list[str], np.ndarray]:

@@ -24,29 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eri.config import load_config, streams_of
 from eri.constants import EMOTIONS
 from eri.data.labels import normalise_id, read_table
-from eri.data.signature import FILE, dataset_signature, differences, read_signature, resolve_layout, shared_signature
+from eri.data.signature import dataset_signature, differences, resolve_layout, shared_signature
 from eri.errors import InputError
 from eri.io import atomic_write_text
-from eri.training.run import predictions
-
-
-def run_signature(run: Path) -> tuple[dict, bool]:
-    """``(signature, recomputed)``: the run's ``dataset.json``, or (older runs) one computed now from
-    the root, layout and streams of its ``config.yaml``."""
-    saved = read_signature(run / FILE)
-    if saved is not None:
-        return saved, False
-    return dataset_signature(*_config_data(run)), True
-
-
-def _config_data(run: Path) -> tuple[str, list[str], str]:
-    if not (run / "config.yaml").is_file():
-        raise InputError(f"{run}: no config.yaml: not a run directory")
-    cfg = load_config(run / "config.yaml")
-    return cfg.data.root, streams_of(cfg), cfg.data.layout
+from eri.runs import SIGNATURE, Run, is_ensemble, open_run, predictions_file, read_predictions
 
 
 def ensemble_signature(runs) -> dict:
@@ -54,36 +37,25 @@ def ensemble_signature(runs) -> dict:
     runs that had no ``dataset.json`` (trained before runs recorded it)."""
     sigs, recomputed = {}, []
     for run in runs:
-        sigs[str(run)], again = run_signature(Path(run))
+        sigs[str(run)], again = Run(run).saved_or_recomputed_signature()
         if again:
             recomputed.append(str(run))
     if recomputed:
-        warnings.warn(f"{len(recomputed)} member run(s) have no {FILE} (trained before runs recorded it), e.g. "
+        warnings.warn(f"{len(recomputed)} member run(s) have no {SIGNATURE} (trained before runs recorded it), e.g. "
                       f"{recomputed[0]}: their data signature is computed now from their config.yaml")
     return {**shared_signature(sigs), "recomputed": recomputed}
 
 
-def _ensemble_runs(ens: Path) -> list[Path]:
-    """The member runs of an ensemble directory written before it recorded its ``dataset.json``."""
-    df = read_table(ens / "members.csv", dtype=str)
-    if "runs" not in df.columns:
-        raise InputError(f"{ens / 'members.csv'} has no runs column")
-    runs = [Path(r) for cell in df["runs"].dropna() for r in cell.split()]
-    missing = [str(r) for r in runs if not r.is_dir()]
-    if missing or not runs:
-        raise InputError(f"{ens / 'members.csv'}: member run(s) {missing[:3] or 'none'} not found")
-    return runs
-
-
 def checked_signature(source: Path) -> dict:
     """The signature ``source`` was trained on, refused unless its data root still holds the same data."""
-    ensemble = (source / "members.csv").is_file()
-    saved = read_signature(source / FILE)
+    run = open_run(source)
+    ensemble = run.kind == "ensemble"
+    saved = run.signature()
     if saved is None:
-        warnings.warn(f"{source}: no {FILE} (written before runs recorded the data they were trained on): the "
+        warnings.warn(f"{source}: no {SIGNATURE} (written before runs recorded the data they were trained on): the "
                       f"signature is computed now from the data.root of {'its member runs' if ensemble else 'its'} "
                       "config.yaml; a change to the labels or features since training cannot be detected")
-        saved = ensemble_signature(_ensemble_runs(source)) if ensemble else dataset_signature(*_config_data(source))
+        saved = ensemble_signature(run.member_runs()) if ensemble else dataset_signature(*run.data())
         recorded = False
     else:
         recorded = True
@@ -92,9 +64,9 @@ def checked_signature(source: Path) -> dict:
         raise InputError(f"{source}: its members were trained on different data ({diff}); no one data root to submit for")
     missing = [k for k in ("root", "layout", "streams", "labels", "splits", "features") if k not in saved]
     if missing:
-        raise InputError(f"{source / FILE} is damaged (no {', '.join(missing)})")
+        raise InputError(f"{source / SIGNATURE} is damaged (no {', '.join(missing)})")
     if recorded:
-        root, streams, layout = (saved["root"], saved["streams"], saved["layout"]) if ensemble else _config_data(source)
+        root, streams, layout = (saved["root"], saved["streams"], saved["layout"]) if ensemble else run.data()
         now = dataset_signature(root, streams, layout)
         diff = differences(saved, now)
         if diff:
@@ -179,13 +151,14 @@ def submit(source: str | Path, out: str | Path, clip: bool = False) -> dict:
         raise InputError(f"{source}: not a run or ensemble directory")
     if out.is_dir():
         raise InputError(f"--out {out} is a directory: give a file name")
-    if out.resolve() == (source / "predictions_test.csv").resolve():
+    if out.resolve() == (source / predictions_file("test")).resolve():
         raise InputError(f"--out {out} would overwrite the predictions it is made from: give another file")
     sig = checked_signature(source)
     root = Path(sig["root"])
     column, ids, labels = submission_rows(root, sig["layout"])
-    pred = predictions(source, "test")
-    sub = build_submission(pred, column, ids, str(source / "predictions_test.csv"), clip)
-    check_submission(sub, column, ids, f"submission from {source / 'predictions_test.csv'}")
+    pred = read_predictions(source, "test")
+    where = source / predictions_file("test")
+    sub = build_submission(pred, column, ids, str(where), clip)
+    check_submission(sub, column, ids, f"submission from {where}")
     atomic_write_text(out, sub.to_csv(index=False, float_format="%.6f"))
-    return {"out": str(out), "rows": len(sub), "labels": str(labels), "ensemble": (source / "members.csv").is_file()}
+    return {"out": str(out), "rows": len(sub), "labels": str(labels), "ensemble": is_ensemble(source)}

@@ -10,7 +10,7 @@ adjacent frames combined into one 1024-d vector. Our reading, written out:
 - Tokens: non-overlapping groups of 32 consecutive MFCC frames (a remainder under 32 frames is
   dropped), flattened **frame-major**: ``token.reshape(32 frames, 32 coefficients)`` gives back the
   MFCC matrix, i.e. entries 0-31 are the first frame's 32 coefficients. 16000 / 256 / 32 = 1.95
-  tokens per second (`eri.constants.STREAMS`). A waveform shorter than 31 * 256 = 7,936 samples
+  tokens per second (`eri.constants.CATALOGUE`). A waveform shorter than 31 * 256 = 7,936 samples
   (0.5 s) has fewer than 32 frames and gives 0 tokens; the pipeline records that video as audio-less.
 - Timestamps: the centre of each token, the mean of its frames' centres ``(32 k + 15.5) * 256 / 16000`` s
   (with centred frames, frame t is centred on sample t * hop).
@@ -57,7 +57,8 @@ class MFCCExtractor(Extractor):
 
     name = "audio"
     kind = "audio"
-    dim = 1024
+    dim = 1024  # with the default config: n_mfcc x frames_per_token
+    rate = SAMPLE_RATE / 256 / 32  # tokens per second with the default config: 16 kHz / hop / frames_per_token
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class MFCCExtractor(Extractor):
         self.backend, self.n_mfcc, self.n_fft, self.hop = backend, int(n_mfcc), int(n_fft), int(hop_length)
         self.n_mels, self.k, self.top_db = int(n_mels), int(frames_per_token), float(top_db)
         self.dim = self.n_mfcc * self.k
-        self.steps_per_second = SAMPLE_RATE / self.hop / self.k
+        self.rate = SAMPLE_RATE / self.hop / self.k
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)

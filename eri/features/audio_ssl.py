@@ -49,6 +49,7 @@ class SSLAudioExtractor(Extractor):
     name = "audio_ssl"
     kind = "audio"
     dim = 0  # the model's hidden size, set when it is loaded
+    rate = 50.0  # steps per second of wav2vec 2.0 / HuBERT frames; set from the model and `rate` when it is loaded
 
     def __init__(
         self,
@@ -114,8 +115,8 @@ class SSLAudioExtractor(Extractor):
             raise ValueError(
                 f"audio_ssl: rate must be in (0, {self.frame_rate}] steps/s (the model's frame rate), got {rate}"
             )
-        self.rate = rate
-        self.steps_per_second = float(rate or self.frame_rate)
+        self.pool_rate = rate
+        self.rate = float(rate or self.frame_rate)
         self.chunk = max(int(chunk_seconds * SAMPLE_RATE), self.receptive)
         self.batch_size = int(batch_size)
 
@@ -154,8 +155,8 @@ class SSLAudioExtractor(Extractor):
             ]
         )
         feats = torch.cat(feats).float()
-        if self.rate is not None:
-            feats, times = pool_to_rate(feats, times, self.rate)
+        if self.pool_rate is not None:
+            feats, times = pool_to_rate(feats, times, self.pool_rate)
         return feats.cpu().numpy(), times.float().cpu().numpy()
 
     def metadata(self) -> dict:

@@ -17,9 +17,15 @@ config is never silently reused (`extractor_hash`). Classes take their config as
 registry (`eri.features.extractors.build_extractor`) checks keys against the constructor's signature.
 A ``device`` argument, when a class has one, receives the job's ``device`` unless the config sets it.
 
-``steps_per_second`` (audio kinds): the stream's step rate written to the store's meta.json
-(``rate``; face and file kinds are per video frame, "frame"). ``dim`` may be set per instance once known
-(e.g. from a loaded model); it must be right before the first video is processed.
+``rate``: the stream's step rate written to the store's meta.json: "frame" (one step per video frame,
+what face and file kinds give) or, for audio kinds, steps per second (a class attribute, or set per
+instance from the config; an audio extractor that leaves it at "frame" is refused). ``dim`` may be set
+per instance once known (e.g. from a loaded model); it must be right before the first video is processed.
+
+What a new extractor needs: a subclass with ``name``, ``kind``, ``dim`` (and ``rate`` for audio), a
+``__call__`` for its kind and, where it has weights, ``metadata()`` naming them (``weights``: the file, or
+``random_init: True``), registered with ``@register_extractor(NAME)`` (`eri.features.extractors`). Its
+stream then flows through extraction, training, prediction from video and the training benchmark.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ class Extractor:
     name: str = ""  # registry key and default stream name
     kind: str = ""  # "face" | "audio" | "file"
     dim: int = 0
-    steps_per_second: float | None = None  # audio kinds: steps per second of the output
+    rate: float | str = "frame"  # "frame" (face, file kinds) or steps per second of the output (audio kinds)
 
     def __init__(self, **config):
         self.config = dict(config)

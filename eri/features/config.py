@@ -1,5 +1,6 @@
 """The extraction config schema (``configs/extract/*.yaml``): decoding, faces, extractors, each range
-checked once (`eri.config.rule`)."""
+checked once (`eri.config.rule`); and the way back, from the stream descriptors a model was trained on
+to the extraction config that computes them for a new video (`extraction_config`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from eri.config import ConfigError, check_rules, guard, load_structured, rule
+from eri.errors import InputError
+from eri.streams import StreamMeta
 
 # config keys that do not change the numbers beyond float rounding: not in the stream hash
 NON_NUMERIC = ("device", "batch_size", "chunk_mb", "max_pixels")
@@ -86,3 +89,53 @@ def check_stream_settings(metas: dict, where: str) -> None:
                 raise ConfigError(f"{what}: {key} is not a mapping")
             cfg = guard(lambda: OmegaConf.merge(OmegaConf.structured(schema), value), what, schema)
             check_rules(cfg, schema, what, f"{key}.")
+        try:
+            StreamMeta.from_dict(meta, stream)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: its model spec has damaged stream '{stream}' settings ({e})") from None
+
+
+# what a user with a model that cannot read new videos can do instead
+TRAIN_ON_VIDEO = ("train one on features eri extracts from video: tools/extract.py --config "
+                  "configs/extract/offline.yaml --data-root DATA, then tools/train.py --config configs/offline.yaml "
+                  "data.root=DATA")
+
+
+def not_from_video(meta: StreamMeta) -> str | None:
+    """Why a stream cannot be computed for a new video (None: a registered extractor computes it from one)."""
+    from eri.features.extractors import EXTRACTORS, extractor_class
+
+    extractor = meta.extractor
+    if extractor == "synthetic":
+        return "synthetic features (eri.data.synthetic)"
+    if extractor in ("muse", "muse2022"):
+        return "MuSe 2022 organiser features"
+    if extractor is None or extractor not in EXTRACTORS:
+        return f"features of no known extractor ({extractor!r} in its meta.json)"
+    if extractor_class(extractor).kind == "file":
+        return f"features imported from precomputed files ({extractor})"
+    return None
+
+
+def extraction_config(metas: dict, device: str = "cpu", source: str = "the model"):
+    """The extraction config that reproduces a model's training streams (``ModelSpec.streams``: stream
+    -> meta.json object or StreamMeta); their face/decode settings must agree. A model trained on streams
+    no extractor computes from a video (synthetic, organiser or imported features) is refused with one
+    line naming the config to train a usable one."""
+    faces = decode = None
+    extractors = []
+    for stream, m in metas.items():
+        m = m if isinstance(m, StreamMeta) else StreamMeta.from_dict(m, stream)
+        why = not_from_video(m)
+        if why:
+            raise InputError(f"{source} cannot predict new videos: it was trained on {why} (stream '{stream}'); "
+                             f"{TRAIN_ON_VIDEO}")
+        if m.faces is not None:
+            if faces is not None and (m.faces != faces or (m.decode or {}) != decode):
+                raise InputError(f"stream '{stream}' was extracted with other face/decode settings than another stream")
+            faces, decode = m.faces, m.decode or {}
+        conf = {k: v for k, v in (m.config or {}).items() if k != "device"}  # this machine's device applies
+        extractors.append({"name": m.extractor, "stream": stream, "dtype": m.dtype or "float32", "config": conf})
+    update = {"extractors": extractors, "device": device, "layout": "folder",
+              **({"faces": faces, "decode": decode} if faces else {})}
+    return guard(lambda: OmegaConf.merge(OmegaConf.structured(ExtractConfig), update), "the model's extraction settings")

@@ -28,26 +28,24 @@ import torch
 from eri.errors import CheckpointError, WeightsError
 from eri.features.base import Extractor
 from eri.io import load_torch
-from eri.registry import build, resolve
+from eri.registry import Registry, build
 
-EXTRACTORS: dict[str, type | str] = {
-    "openface": "eri.features.openface.OpenFaceAU",
-    "expression": "eri.features.expression.ExpressionExtractor",
-    "audio": "eri.features.audio.MFCCExtractor",
-    "audio_ssl": "eri.features.audio_ssl.SSLAudioExtractor",
-}
+EXTRACTORS = Registry("extractor")  # config `extractors: [{name, ...}]`; (**config) -> Extractor
+EXTRACTORS.add("openface", "eri.features.openface.OpenFaceAU", description="34-d AUs imported from OpenFace 2 CSVs")
+EXTRACTORS.add("expression", "eri.features.expression.ExpressionExtractor",
+               description="7 expression probabilities, fer's FER2013 mini-Xception ported to PyTorch")
+EXTRACTORS.add("audio", "eri.features.audio.MFCCExtractor", description="librosa MFCC tokens, 1024-d")
+EXTRACTORS.add("audio_ssl", "eri.features.audio_ssl.SSLAudioExtractor",
+               description="wav2vec 2.0 / HuBERT hidden states from a local model folder")
 
 
-def register_extractor(name: str):
-    def deco(cls):
-        EXTRACTORS[name] = cls
-        return cls
-
-    return deco
+def register_extractor(name: str, **kw):
+    """Class decorator: ``@register_extractor(name, description=...)`` (see `eri.registry.Registry.register`)."""
+    return EXTRACTORS.register(name, **kw)
 
 
 def extractor_class(name: str) -> type:
-    return resolve(EXTRACTORS, name, "extractor")
+    return EXTRACTORS.resolve(name)
 
 
 def build_extractor(name: str, config: dict | None = None) -> Extractor:

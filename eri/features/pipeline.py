@@ -26,21 +26,20 @@ whose config hash is current.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from eri.data.store import FeatureStore, unlearned
+from eri.errors import StoreError
 from eri.features.config import load_extract_config
 from eri.features.listing import list_videos, parse_shard, report_row
 from eri.features.progress import FrameBar
-from eri.features.streams import Stream, build_streams, rebuild_index, stored_hash, stream_rate
+from eri.features.streams import Stream, build_streams, describe, rebuild_index, stored_hash
 from eri.io import atomic_write_text
 
 REPORT_COLUMNS = ["File_ID", "stream", "stage", "error", "failed"]
@@ -81,34 +80,18 @@ class Extraction:
 
     # -- meta
     def write_meta(self) -> None:
+        """Each stream's descriptor (`eri.features.streams.describe`), saying so when its config changed."""
         for s in self.streams:
-            old = self.store.dir / s.name / "meta.json"
-            if old.exists():
-                prev = json.loads(old.read_text()).get("config_hash")
-                if prev != s.hash:
-                    tqdm.write(
-                        f"stream '{s.name}': config changed ({prev} -> {s.hash}); stored files with the old "
-                        "hash will be recomputed, never reused"
-                    )
-            rate = stream_rate(s.extractor)
-            meta = {
-                "stream": s.name,
-                "dim": int(s.extractor.dim),
-                "rate": rate,
-                "dtype": s.dtype,
-                "extractor": s.spec["name"],
-                "config_hash": s.hash,
-                "config": {k: v for k, v in (s.spec.get("config") or {}).items()},
-                **(
-                    {"faces": OmegaConf.to_container(self.cfg.faces), "decode": OmegaConf.to_container(self.cfg.decode)}
-                    if s.extractor.kind == "face"
-                    else {}
-                ),
-                **s.extractor.metadata(),
-            }
-            if s.extractor.kind == "file" and not s.extractor.dim and old.exists():
-                meta["dim"] = json.loads(old.read_text()).get("dim", 0)
-            self.store.write_meta(s.name, meta)
+            try:
+                old = self.store.stream_meta(s.name)
+            except StoreError:
+                old = None  # none yet, or damaged: written afresh
+            if old is not None and old.config_hash != s.hash:
+                tqdm.write(
+                    f"stream '{s.name}': config changed ({old.config_hash} -> {s.hash}); stored files with the old "
+                    "hash will be recomputed, never reused"
+                )
+            self.store.write_meta(s.name, describe(s, self.cfg, old))
 
     def todo(self, vid: str) -> list[Stream]:
         """Streams of ``vid`` to compute: missing, or stored with another hash, or damaged."""
@@ -322,7 +305,7 @@ class Extraction:
 
     def warnings(self) -> list[str]:
         """What makes this store's features meaningless though extraction succeeded (random weights)."""
-        return [w for s in self.streams if (w := unlearned(s.name, s.extractor.metadata()))]
+        return [w for s in self.streams if (w := unlearned(s.name, describe(s, self.cfg)))]
 
     def index_only(self) -> int:
         """`rebuild_indexes` for ``--index-only``, refused (one line, nothing written) when a stream's
@@ -331,7 +314,7 @@ class Extraction:
         from eri.errors import ConfigError
 
         for s in self.streams:
-            stored = self.store.meta(s.name).get("config_hash")
+            stored = self.store.stream_meta(s.name).config_hash
             if stored is not None and stored != s.hash:
                 raise ConfigError(
                     f"--index-only: stream '{s.name}' in {self.store.dir / s.name} was extracted with other settings "
@@ -353,12 +336,11 @@ class Extraction:
 
     def _fix_dim(self, s: Stream, index: pd.DataFrame) -> None:
         """Streams whose width is only known from the data (MuSe CSVs): record it once a file exists."""
-        meta = self.store.meta(s.name)
-        if meta.get("dim") or not len(index):
+        meta = self.store.stream_meta(s.name)
+        if meta.dim or not len(index):
             return
         with np.load(self.store.path(s.name, index["File_ID"].iloc[0])) as z:
-            meta["dim"] = int(z["features"].shape[1])
-        self.store.write_meta(s.name, meta)
+            self.store.write_meta(s.name, meta.replace(dim=int(z["features"].shape[1])))
 
     def report_path(self, shard: tuple[int, int]) -> Path:
         k, n = shard

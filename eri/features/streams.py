@@ -1,5 +1,7 @@
 """The streams an extraction config writes: one extractor each, with a config hash over everything
-that changes its numbers, and each stream's index rebuilt from the files whose hash is current."""
+that changes its numbers, the descriptor written to its meta.json (`describe`: what the extractor
+declares), and each stream's index rebuilt from the files whose hash is current. `declared_meta`: what a
+stream is before any store exists (the catalogue's, else its registered extractor's declaration)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from eri.config import ConfigError
+from eri.constants import CATALOGUE
 from eri.data.store import FeatureStore
 from eri.errors import InputError, StoreError
 from eri.features.base import extractor_hash
@@ -18,6 +21,7 @@ from eri.features.extractors import build_extractor, extractor_class
 from eri.features.listing import report_row
 from eri.io import check_name, name_problem
 from eri.registry import config_keys
+from eri.streams import FRAME, StreamMeta
 
 
 @dataclass
@@ -69,19 +73,40 @@ def build_streams(cfg, load: bool = True) -> list[Stream]:
     return streams
 
 
-def stream_rate(ext) -> float | str:
-    """The store's ``rate``: "frame" for per-frame streams, else steps per second."""
-    if ext.kind != "audio":
-        return "frame"
-    if ext.steps_per_second:
-        return float(ext.steps_per_second)
-    if hasattr(ext, "hop") and hasattr(ext, "k"):  # MFCC tokens: sample rate / hop / frames per token
-        return 16000 / ext.hop / ext.k
-    if getattr(ext, "config", {}).get("rate"):
-        return float(ext.config["rate"])
-    if hasattr(ext, "frame_rate"):
-        return float(ext.frame_rate)
-    return "token"
+def describe(s: Stream, cfg, old: StreamMeta | None = None) -> StreamMeta:
+    """The descriptor extraction writes for stream ``s``: what the extractor declares (width, rate,
+    metadata), the dtype, the config and its hash, and for face streams the decode and face settings.
+    ``old``: the stored descriptor, whose width a stream known only from its files (MuSe CSVs) keeps."""
+    ext = s.extractor
+    if ext.kind == "audio" and ext.rate == FRAME:
+        raise ConfigError(f"extractor '{s.spec['name']}' (kind audio) declares no `rate` (steps per second)")
+    dim = int(ext.dim)
+    if ext.kind == "file" and not dim and old is not None:
+        dim = old.dim
+    face = ext.kind == "face"
+    return StreamMeta(
+        s.name, dim, FRAME if ext.kind != "audio" else float(ext.rate), dtype=s.dtype, extractor=s.spec["name"],
+        config_hash=s.hash, config=dict(s.spec.get("config") or {}),
+        faces=OmegaConf.to_container(cfg.faces) if face else None,
+        decode=OmegaConf.to_container(cfg.decode) if face else None,
+        extra=ext.metadata(),
+    )
+
+
+def declared_meta(name: str) -> StreamMeta:
+    """What a stream of this name is before any store exists (the training benchmark's widths): the
+    catalogue's entry (`eri.constants.CATALOGUE`), else what the extractor registered as ``name`` declares.
+    ConfigError when neither knows its width."""
+    if name in CATALOGUE:
+        return CATALOGUE[name]
+    try:
+        cls = extractor_class(name)
+    except ConfigError:
+        raise ConfigError(f"stream '{name}' is neither in the catalogue ({', '.join(CATALOGUE)}) nor a registered "
+                          "extractor: its width is known only from a store's meta.json") from None
+    if not cls.dim:
+        raise ConfigError(f"stream '{name}': extractor '{name}' declares no width (it is known once extracted)")
+    return StreamMeta(name, int(cls.dim), cls.rate if cls.kind == "audio" else FRAME, extractor=name)
 
 
 def stored_hash(store: FeatureStore, stream: str, vid: str) -> str | None:
@@ -95,8 +120,7 @@ def stored_hash(store: FeatureStore, stream: str, vid: str) -> str | None:
 def rebuild_index(store: FeatureStore, stream: str, current_hash: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """``index.csv`` of a stream from its ``.npz`` files whose hash is current, and a report row for
     each file that is damaged or misshapen (left out of the index, so training never reads it)."""
-    meta = store.meta(stream)
-    want = current_hash or meta.get("config_hash")
+    want = current_hash or store.stream_meta(stream).config_hash
     rows, damaged = [], []
     for p in sorted((store.dir / stream).glob("*.npz")):
         if name_problem(p.stem):

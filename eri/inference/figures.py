@@ -1,5 +1,5 @@
 """One figure per predicted video (paper 004, Fig. 2): the per-frame signals of each stream
-(z-scored, the most varying columns; expression probabilities as lines), the regression token's
+(z-scored, the most varying columns; named classes such as expression probabilities as lines), the regression token's
 attention over time in each branch with a ``gru_transformer`` encoder, and the 7 predicted intensities."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from eri.constants import EMOTIONS
 from eri.data.dataset import parse_stream
 from eri.io import atomic_write_bytes
+from eri.streams import StreamMeta
 
 
 @torch.no_grad()
@@ -23,6 +24,13 @@ def token_attention(model, x: dict, lengths: dict) -> dict[str, np.ndarray]:
             feats, lens = branch.inputs(x, lengths)
             attn[name] = branch.encoder.token_attention(feats, lens).cpu().numpy()
     return attn
+
+
+def _classes(meta, name: str) -> list:
+    """The column names of a stream whose extractor names its output classes (metadata ``classes``)."""
+    meta = meta if isinstance(meta, StreamMeta) else StreamMeta.from_dict(meta, name)
+    classes = meta.extra.get("classes")
+    return list(classes) if isinstance(classes, list) else []
 
 
 def plot_video(
@@ -43,8 +51,8 @@ def plot_video(
         name, _ = parse_stream(spec)
         if len(f) == 0:
             ax.text(0.5, 0.5, f"{spec}: no steps", ha="center", va="center", transform=ax.transAxes)
-        elif metas[name].get("extractor") == "expression" and f.shape[1] == len(metas[name].get("classes", [])):
-            for j, c in enumerate(metas[name]["classes"]):
+        elif f.shape[1] == len(classes := _classes(metas[name], name)):  # e.g. expression probabilities
+            for j, c in enumerate(classes):
                 ax.plot(t, f[:, j], label=c, lw=1)
             ax.legend(fontsize=6, ncol=7, loc="upper right")
         else:

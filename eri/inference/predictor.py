@@ -5,7 +5,8 @@
 carries its `ModelSpec` (architecture, standardisation statistics, input policy, train-label mean,
 each stream's extraction settings), so prediction needs that file and the videos, nothing else. A
 run directory works too, and so do run directories written before checkpoints carried a spec (the
-spec is then rebuilt from their ``config.yaml``, ``streams/*.json`` and training labels).
+spec is then rebuilt from their ``config.yaml``, ``streams/*.json`` and training labels, read through
+`eri.runs`).
 
 The input rule is the one training uses (`eri.data.dataset.read_video` and `collate`): frame
 stride, frames without a face dropped, column slices, padding; a video under the valid-frame minimum
@@ -27,11 +28,13 @@ from omegaconf import OmegaConf
 
 from eri.constants import EMOTIONS
 from eri.data.dataset import InputPolicy, VideoInput, collate, parse_stream, read_video, spec_dim
+from eri.data.labels import train_mean
 from eri.data.store import open_features, unlearned
 from eri.errors import CheckpointError, InputError
 from eri.io import atomic_write_text, check_name, load_torch
 from eri.models.spec import KEY as SPEC_KEY
 from eri.models.spec import ModelSpec
+from eri.runs import CHECKPOINTS, CONFIG, MODEL, Run, best_checkpoint
 
 
 class Predictor:
@@ -199,28 +202,25 @@ def _model_file(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise InputError(f"{path}: no such model file or run directory")
-    if (path / "model.ckpt").is_file():
-        return path / "model.ckpt"
-    from eri.training.run import best_checkpoint
-
+    if (path / MODEL).is_file():
+        return path / MODEL
     return best_checkpoint(path)
 
 
 def _run_dir(ckpt: Path) -> Path:
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    if not (run / "config.yaml").is_file():
+    run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
+    if not (run / CONFIG).is_file():
         raise CheckpointError(f"{ckpt} carries no model spec and sits in no run directory (config.yaml) to rebuild it from")
     return run
 
 
 def legacy_spec(run: Path, state_dict: dict) -> ModelSpec:
     """The spec of a run written before checkpoints carried one: its config, its ``streams/*.json`` (or
-    the training store's metadata), the statistics from the weights, the train-label mean from the
-    training labels when they are readable (NaN otherwise)."""
-    from eri.config import load_config, streams_of
-    from eri.data.labels import read_manifest
+    the training store's metadata), the statistics from the weights, the train-label mean from its
+    labels (`_legacy_train_mean`)."""
+    from eri.config import streams_of
 
-    cfg = load_config(run / "config.yaml")
+    cfg = Run(run).config
     specs = streams_of(cfg)
     metas = {}
     for name in dict.fromkeys(parse_stream(s)[0] for s in specs):
@@ -239,67 +239,40 @@ def legacy_spec(run: Path, state_dict: dict) -> ModelSpec:
             for s, m, sd in zip(b["streams"], mean.split([dims[s] for s in b["streams"]]),
                                 std.split([dims[s] for s in b["streams"]])):
                 stats[s] = (m, sd)
-    try:  # the mean over usable training videos, judged from the store's index as training judges them
-        m = read_manifest(cfg.data.root, cfg.data.layout)
-        train = m[m["split"] == "train"].set_index("File_ID")
-        for name, meta in metas.items():
-            index = open_features(cfg.data.root).index(name).set_index("File_ID")
-            if "n_valid" in index:
-                need = cfg.data.min_valid_frames if meta.get("rate") == "frame" else 1
-                train = train[train.index.isin(index.index[index["n_valid"] >= need])]
-        train_mean = train[list(EMOTIONS)].to_numpy(np.float64).mean(0).tolist()
-    except (InputError, OSError):
-        train_mean = [float("nan")] * len(EMOTIONS)
     d = cfg.data
     return ModelSpec(
         branches=OmegaConf.to_container(cfg.model.branches, resolve=True),
         fusion=OmegaConf.to_container(cfg.model.fusion, resolve=True),
         stream_dims=dims, stats=stats,
         policy=dataclasses.asdict(InputPolicy.of(d)),
-        train_mean=train_mean, streams=metas, eri_version="<0.2 (run directory)",
+        train_mean=_legacy_train_mean(Run(run), metas), streams=metas, eri_version="<0.2 (run directory)",
     )
 
 
-# what a user with a model that cannot read new videos can do instead
-TRAIN_ON_VIDEO = ("train one on features eri extracts from video: tools/extract.py --config "
-                  "configs/extract/offline.yaml --data-root DATA, then tools/train.py --config configs/offline.yaml "
-                  "data.root=DATA")
-
-
-def _not_from_video(extractor) -> str | None:
-    """Why a stream made by ``extractor`` cannot be computed for a new video (None: it can)."""
-    from eri.features.extractors import EXTRACTORS, extractor_class
-
-    if extractor == "synthetic":
-        return "synthetic features (eri.data.synthetic)"
-    if extractor in ("muse", "muse2022"):
-        return "MuSe 2022 organiser features"
-    if extractor is None or extractor not in EXTRACTORS:
-        return f"features of no known extractor ({extractor!r} in its meta.json)"
-    if extractor_class(extractor).kind == "file":
-        return f"features imported from precomputed files ({extractor})"
-    return None
+def _legacy_train_mean(run: Run, metas: dict[str, dict]) -> list[float]:
+    """The mean label over the usable training videos (`eri.data.labels.train_mean`, the rule training
+    applies): the run's ``labels.csv`` says which those were; without one (older runs) the labels come
+    from its data.root (folds applied) and usability is judged from the store's index. NaN when unreadable."""
+    try:
+        table = run.label_table.reset_index()
+        train = table[table["split"] == "train"]
+        if "usable" in table.columns:
+            usable = train["usable"].astype(bool).to_numpy()
+        else:
+            usable = np.ones(len(train), bool)
+            for name, meta in metas.items():
+                index = open_features(run.root).index(name).set_index("File_ID")
+                if "n_valid" in index:
+                    need = run.config.data.min_valid_frames if meta.get("rate") == "frame" else 1
+                    usable &= train["File_ID"].isin(index.index[index["n_valid"] >= need]).to_numpy()
+        return [float(x) for x in train_mean(table, usable)]
+    except (InputError, OSError):
+        return [float("nan")] * len(EMOTIONS)
 
 
 def extraction_config(metas: dict[str, dict], device: str = "cpu", source: str = "the model"):
-    """The extraction config that reproduces the training streams (face/decode settings must agree).
-    A model trained on streams no extractor computes from a video (synthetic, organiser or imported
-    features) is refused with one line naming the config to train a usable one."""
-    from eri.config import guard
-    from eri.features.config import ExtractConfig
+    """The extraction config that reproduces the training streams (`eri.features.config.extraction_config`:
+    the stream descriptors decoded where the extraction schema lives)."""
+    from eri.features.config import extraction_config as from_streams
 
-    faces = decode = None
-    extractors = []
-    for stream, m in metas.items():
-        why = _not_from_video(m.get("extractor"))
-        if why:
-            raise InputError(f"{source} cannot predict new videos: it was trained on {why} (stream '{stream}'); "
-                             f"{TRAIN_ON_VIDEO}")
-        if "faces" in m:
-            if faces is not None and (m["faces"] != faces or m.get("decode") != decode):
-                raise InputError(f"stream '{stream}' was extracted with other face/decode settings than another stream")
-            faces, decode = m["faces"], m.get("decode") or {}
-        conf = {k: v for k, v in m.get("config", {}).items() if k != "device"}  # this machine's device applies
-        extractors.append({"name": m["extractor"], "stream": stream, "dtype": m.get("dtype", "float32"), "config": conf})
-    update = {"extractors": extractors, "device": device, "layout": "folder", **({"faces": faces, "decode": decode} if faces else {})}
-    return guard(lambda: OmegaConf.merge(OmegaConf.structured(ExtractConfig), update), "the model's extraction settings")
+    return from_streams(metas, device, source)

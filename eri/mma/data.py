@@ -48,6 +48,7 @@ from torch.utils.data import Dataset, Sampler
 
 from eri.data.labels import LabelError, read_table
 from eri.mma.model import AU_IDS, EXPRESSIONS, resize_uint8
+from eri.registry import Registry
 
 N_AU = len(AU_IDS)
 AFFECTNET_NAMES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger")  # codes 0-6
@@ -274,7 +275,10 @@ def read_emotionet(root, split: str = "train", csv: str | None = None) -> Record
     return _present(rec, root, "image file missing")
 
 
-READERS = {"affectnet": read_affectnet, "affwild2": read_affwild2, "emotionet": read_emotionet}
+READERS = Registry("reader")  # config `data.datasets[i].reader`; (root, split, **options) -> Records
+READERS.add("affectnet", read_affectnet, description="AffectNet: CSVs with 68 landmarks, expression, VA")
+READERS.add("affwild2", read_affwild2, description="Aff-Wild2 (ABAW): cropped_aligned frames, VA / EXPR / AU files")
+READERS.add("emotionet", read_emotionet, description="EmotioNet: a CSV of image paths and AU columns")
 
 
 # ---------------------------------------------------------------------------------------------- samples

@@ -28,7 +28,7 @@ from torch import nn
 from eri.constants import AU_IDS, EXPRESSION_AUS, EXPRESSIONS  # noqa: F401  (re-exported)
 from eri.errors import CheckpointError, ConfigError, WeightsError
 from eri.io import load_torch
-from eri.registry import build
+from eri.registry import Registry
 
 
 def expression_au_table() -> torch.Tensor:
@@ -41,6 +41,9 @@ def expression_au_table() -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- backbones
+BACKBONES = Registry("backbone")  # config `model.backbone`; (**config) -> module with .out_dim
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -58,6 +61,7 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.skip(x))
 
 
+@BACKBONES.register("small_resnet")
 class SmallResNet(nn.Module):
     """A few residual stages for CPU work on small crops (the generated data, tests)."""
 
@@ -76,6 +80,7 @@ class SmallResNet(nn.Module):
         return self.body(x)
 
 
+@BACKBONES.register("resnet18", description="torchvision ResNet18 without its classifier: pooled 512-d (paper 000)")
 class TorchvisionResNet(nn.Module):
     """torchvision ResNet without its classifier: (N, 3, S, S) -> pooled (N, 512 | 2048)."""
 
@@ -111,11 +116,9 @@ class TorchvisionResNet(nn.Module):
         return self.net(x)
 
 
+@BACKBONES.register("resnet50", description="torchvision ResNet50 without its classifier: pooled 2048-d")
 class ResNet50(TorchvisionResNet):
     depth = 50
-
-
-BACKBONES = {"small_resnet": SmallResNet, "resnet18": TorchvisionResNet, "resnet50": ResNet50}
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -199,7 +202,7 @@ def create_mma(spec: dict) -> MMANet:
     backbone_spec = dict(spec.pop("backbone"))
     if "widths" in backbone_spec:
         backbone_spec["widths"] = tuple(backbone_spec["widths"])
-    backbone = build(BACKBONES, "backbone", backbone_spec)
+    backbone = BACKBONES.build(backbone_spec)
     for k in ("mean", "std"):
         if k in spec:
             spec[k] = tuple(spec[k])

@@ -62,9 +62,11 @@ class MMADataModule(L.LightningDataModule):
         d = self.cfg.data
         for i, spec in enumerate(d.datasets):
             spec = OmegaConf.to_container(spec, resolve=True)
-            if spec.get("reader") not in READERS:
-                raise ConfigError(f"data.datasets[{i}]: unknown reader '{spec.get('reader')}'; valid: {sorted(READERS)}")
-            read, name = READERS[spec["reader"]], spec.get("name") or spec["reader"]
+            try:
+                read = READERS.resolve(spec.get("reader"))
+            except ConfigError as e:
+                raise ConfigError(f"data.datasets[{i}]: {e}") from None
+            name = spec.get("name") or spec["reader"]
             opts = spec.get("options") or {}
             if spec.get("train_split", "train"):
                 rec = _restrict(read(spec["root"], spec.get("train_split", "train"), **opts), spec.get("tasks"))

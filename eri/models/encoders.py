@@ -1,7 +1,9 @@
 """Stream encoders: (B, T, D) padded sequences + true lengths -> one (B, out_dim) summary per video.
 
 Every encoder is padding invariant: a video's summary does not depend on how much padding its
-batch adds (tested for each). Registered by name so configs can pick them:
+batch adds (tested for each). Each is registered in `ENCODERS` with its size presets (``paper``, the
+papers' sizes; ``demo``, what `configs/demo.yaml` trains on 2 CPU cores; ``tiny``, tests and CI; see
+`eri.models.presets`) and its search knobs (space key -> constructor key, `eri.search.space`):
 
 - ``gru_transformer``: paper 004. GRU, then a transformer encoder with a learned regression token
   prepended and a key padding mask; the token's output is the summary.
@@ -19,16 +21,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-ENCODERS: dict[str, type[nn.Module]] = {}
+from eri.registry import Registry
 
-
-def register_encoder(name: str):
-    def deco(cls):
-        ENCODERS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return deco
+ENCODERS = Registry("encoder", fixed=("in_dim",))  # (in_dim, **config) -> module with .out_dim
 
 
 def step_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -50,7 +45,15 @@ def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
     return pe
 
 
-@register_encoder("gru_transformer")
+@ENCODERS.register(
+    "gru_transformer",  # paper 004: GRU -> transformer with a regression token
+    presets={
+        "paper": {"hidden": 256, "gru_layers": 2, "blocks": 4, "heads": 4, "dropout": 0.2},
+        "demo": {"hidden": 64, "gru_layers": 1, "blocks": 2, "heads": 4, "dropout": 0.1, "ff_dim": 128},
+        "tiny": {"hidden": 16, "gru_layers": 1, "blocks": 1, "heads": 2, "dropout": 0.1, "ff_dim": 32},
+    },
+    knobs={"hidden": "hidden", "layers": "gru_layers", "blocks": "blocks", "dropout": "dropout"},
+)
 class GRUTransformer(nn.Module):
     """Paper 004's temporal encoder: GRU -> transformer encoder with a regression token.
 
@@ -165,7 +168,15 @@ def fit_to_length(x: torch.Tensor, lengths: torch.Tensor, length: int, policy: s
     return out * step_mask(new_len, length)[..., None].to(out.dtype), new_len
 
 
-@register_encoder("masked_rnn")
+@ENCODERS.register(
+    "masked_rnn",  # paper 000: the demo trains it at paper size (it is fast on CPU)
+    presets={
+        "paper": {"hidden": 128, "max_len": 480, "fc_dim": 32, "rnn": "gru", "rnn_layers": 1},
+        "demo": {"hidden": 128, "max_len": 480, "fc_dim": 32, "rnn": "gru", "rnn_layers": 1},
+        "tiny": {"hidden": 16, "max_len": 480, "fc_dim": 32, "rnn": "gru", "rnn_layers": 1},
+    },
+    knobs={"hidden": "hidden", "layers": "rnn_layers"},
+)
 class MaskedRNN(nn.Module):
     """Paper 000's MRNN: pad to L, GRU, concatenate all L outputs, Mask layer, FC 32.
 
@@ -221,7 +232,12 @@ class MaskedRNN(nn.Module):
         return [(self.fc.weight, cols[None, :].expand_as(self.fc.weight))]
 
 
-@register_encoder("lstm")
+@ENCODERS.register(
+    "lstm",  # the MuSe 2022 baseline
+    presets={"paper": {"hidden": 128, "layers": 2}, "demo": {"hidden": 64, "layers": 1},
+             "tiny": {"hidden": 16, "layers": 1}},
+    knobs={"hidden": "hidden", "layers": "layers", "dropout": "dropout"},
+)
 class LastStepLSTM(nn.Module):
     """The MuSe 2022 baseline: LSTM whose summary is the last real step's hidden state (both
     directions concatenated when bidirectional).
@@ -251,7 +267,11 @@ class LastStepLSTM(nn.Module):
         return out[torch.arange(len(out), device=out.device), last]
 
 
-@register_encoder("mean_pool")
+@ENCODERS.register(
+    "mean_pool",  # the naive baseline
+    presets={"paper": {"hidden": 256}, "demo": {"hidden": 64}, "tiny": {"hidden": 16}},
+    knobs={"hidden": "hidden", "dropout": "dropout"},
+)
 class MeanPool(nn.Module):
     """The naive baseline: a per-step MLP, then the mean over real steps (every frame weighs the same)."""
 

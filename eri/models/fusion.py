@@ -19,16 +19,9 @@ import torch
 from torch import nn
 
 from eri.constants import EMOTIONS
+from eri.registry import Registry
 
-FUSIONS: dict[str, type[nn.Module]] = {}
-
-
-def register_fusion(name: str):
-    def deco(cls):
-        FUSIONS[name] = cls
-        return cls
-
-    return deco
+FUSIONS = Registry("fusion", fixed=("in_dims",))  # ({branch: width}, **config) -> module
 
 
 def make_head(in_dim: int, hidden: list[int], dropout: float, out_dim: int = len(EMOTIONS), bias: bool = True,
@@ -49,7 +42,7 @@ def make_head(in_dim: int, hidden: list[int], dropout: float, out_dim: int = len
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
 
 
-@register_fusion("concat")
+@FUSIONS.register("concat", description="summaries concatenated, then the head (the papers' late fusion)")
 class ConcatFusion(nn.Module):
     def __init__(self, in_dims: dict[str, int], head_hidden: list[int] = (), dropout: float = 0.0, head_bias: bool = True,
                  head_activation: str = "relu", head_input_dropout: bool = True):
@@ -61,7 +54,7 @@ class ConcatFusion(nn.Module):
         return torch.sigmoid(self.head(torch.cat(list(summaries.values()), dim=-1)))
 
 
-@register_fusion("weighted_avg")
+@FUSIONS.register("weighted_avg", description="one head per branch, predictions averaged with learned softmax weights")
 class WeightedAverageFusion(nn.Module):
     def __init__(self, in_dims: dict[str, int], head_hidden: list[int] = (), dropout: float = 0.0):
         super().__init__()
@@ -85,7 +78,7 @@ class _Projected(nn.Module):
         return torch.stack([self.proj[b](s) for b, s in summaries.items()], dim=1)  # (B, K, width)
 
 
-@register_fusion("gated")
+@FUSIONS.register("gated", description="projected summaries scaled by sigmoid gates from all of them, summed, head")
 class GatedFusion(_Projected):
     def __init__(self, in_dims: dict[str, int], width: int = 128, head_hidden: list[int] = (), dropout: float = 0.0):
         super().__init__(in_dims, width, head_hidden, dropout)
@@ -98,7 +91,7 @@ class GatedFusion(_Projected):
         return torch.sigmoid(self.head((g * v).sum(dim=1)))
 
 
-@register_fusion("attention")
+@FUSIONS.register("attention", description="a learned query attends over the projected summaries, then the head")
 class AttentionFusion(_Projected):
     def __init__(self, in_dims: dict[str, int], width: int = 128, head_hidden: list[int] = (), dropout: float = 0.0):
         super().__init__(in_dims, width, head_hidden, dropout)

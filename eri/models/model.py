@@ -21,7 +21,6 @@ from torch import nn
 from eri.errors import ConfigError
 from eri.models.encoders import ENCODERS, masked_mean
 from eri.models.fusion import FUSIONS
-from eri.registry import build
 
 
 class Branch(nn.Module):
@@ -88,11 +87,11 @@ def create_model(branches: list[dict], fusion: dict, stream_dims: dict[str, int]
         if missing:
             raise ConfigError(f"branch '{name}' uses unknown stream(s) {missing}; available: {sorted(stream_dims)}")
         where = f"model.branches[{i}].encoder"
-        encoder = build(ENCODERS, "encoder", spec["encoder"], where, in_dim=sum(stream_dims[s] for s in streams))
+        encoder = ENCODERS.build(spec["encoder"], where, in_dim=sum(stream_dims[s] for s in streams))
         mean = std = None
         if stream_stats is not None:
             mean = torch.cat([torch.as_tensor(stream_stats[s][0]) for s in streams])
             std = torch.cat([torch.as_tensor(stream_stats[s][1]) for s in streams])
         built[name] = Branch(streams, encoder, mean, std, center=spec.get("center", False))
-    fusion_module = build(FUSIONS, "fusion", fusion, "model.fusion", in_dims={n: b.encoder.out_dim for n, b in built.items()})
+    fusion_module = FUSIONS.build(fusion, "model.fusion", in_dims={n: b.encoder.out_dim for n, b in built.items()})
     return ERIModel(built, fusion_module)

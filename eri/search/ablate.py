@@ -1,8 +1,9 @@
 """The papers' ablation tables as data, trained and written as tables by one command.
 
 A table is a list of rows; a row is a name, the paper's own number for it (val mean PCC; ``None``
-where our copy of the paper has no number) and how it differs from the paper setting. A preset
-turns a row into a full training config:
+where our copy of the paper has no number) and how it differs from the paper setting: an overlay
+(``{dotted key: value}``) applied to the table's base config the way a config file's dotted keys are
+(`eri.config`). A preset picks the base and adds its own overlay (data, sizes) under the row's:
 
 - ``tiny``: the `tiny` synthetic preset, the ``tiny`` encoder preset, 1 epoch (CI: every table in about a minute);
 - ``hume-small``: the synthetic benchmark; paper 004 rows use ``configs/demo.yaml``'s optimiser and
@@ -29,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from eri.config import ConfigError, load_config, read_yaml
+from eri.config import Config, ConfigError, load_config, load_structured
 from eri.io import atomic_write_bytes, atomic_write_text
 from eri.progress import Units
 from eri.training.cache import cached_train
@@ -39,12 +40,15 @@ from eri.training.cache import cached_train
 
 @dataclass
 class Row:
+    """One row: how it differs from the table's base config, as an overlay (`eri.config`:
+    ``{dotted key: value}``, each set as ``key=value`` would). Paper 004 rows name their ``branches``
+    instead (branch name -> streams, each with the base config's encoder), so one row fits both the
+    demo base and the paper base."""
+
     name: str
     paper: float | None = None  # the paper's val mean PCC for this row
     branches: dict | None = None  # paper 004 rows: branch name -> streams
-    streams: list | None = None  # paper 000 rows: streams of the single mma branch
-    encoder: dict = field(default_factory=dict)  # paper 000 rows: encoder keys that differ from the paper's
-    overrides: list = field(default_factory=list)  # any other key=value
+    overlay: dict = field(default_factory=dict)  # anything else: {dotted key: value}
 
 
 @dataclass
@@ -55,11 +59,20 @@ class Table:
     rows: list
     claim: str = ""  # what the paper's text says about the table
     reference: str = ""  # the row every other row is compared with (the paper setting)
-    config: str = ""  # "config" tables: the base config every row overrides
-    protocol: list = field(default_factory=list)  # "config" tables: overrides every row shares
+    config: str = ""  # "config" tables: the base config every row overlays
+    protocol: dict = field(default_factory=dict)  # "config" tables: the overlay every row shares
 
 
 P004 = {"visual": ["holistic", "au"], "audio": ["audio"]}
+
+
+def _mma(streams: list | None = None, **encoder) -> dict:
+    """A paper 000 row's overlay of configs/mma_mrnnet.yaml's one branch: its streams and the encoder
+    keys that differ from the paper's."""
+    return {**({"model.branches.0.streams": streams} if streams else {}),
+            **{f"model.branches.0.encoder.{k}": v for k, v in encoder.items()}}
+
+
 TABLES = {
     t.name: t
     for t in [
@@ -95,16 +108,16 @@ TABLES = {
             "Paper 000 Table 3: MMA feature subsets and MRNN components",
             "000",
             [
-                Row("VA", streams=["mma[0:2]"]),
-                Row("EXPR", streams=["mma[2:9]"]),
-                Row("AU", streams=["mma[9:26]"]),
-                Row("VA + EXPR", streams=["mma[0:9]"]),
-                Row("VA + AU", streams=["mma[0:2]", "mma[9:26]"]),
-                Row("EXPR + AU", streams=["mma[2:26]"]),
-                Row("VA + EXPR + AU (MMA-MRNNet)", streams=["mma"]),
-                Row("without Mask layer", streams=["mma"], encoder={"mask": False}),
-                Row("without routing", streams=["mma"], encoder={"routing": False}),
-                Row("MSE loss instead of PCC loss", streams=["mma"], overrides=["loss={l2: 1.0}"]),
+                Row("VA", overlay=_mma(["mma[0:2]"])),
+                Row("EXPR", overlay=_mma(["mma[2:9]"])),
+                Row("AU", overlay=_mma(["mma[9:26]"])),
+                Row("VA + EXPR", overlay=_mma(["mma[0:9]"])),
+                Row("VA + AU", overlay=_mma(["mma[0:2]", "mma[9:26]"])),
+                Row("EXPR + AU", overlay=_mma(["mma[2:26]"])),
+                Row("VA + EXPR + AU (MMA-MRNNet)"),
+                Row("without Mask layer", overlay=_mma(mask=False)),
+                Row("without routing", overlay=_mma(routing=False)),
+                Row("MSE loss instead of PCC loss", overlay={"loss": {"l2": 1.0}}),  # a path: replaces {pcc: 1.0}
             ],
             "VA alone already strong; EXPR or AUs improve it a lot; two tasks +1-1.5%; all three best; "
             "Mask layer, routing and the PCC loss each 'significantly enhance' (numbers not in our copy)",
@@ -115,12 +128,12 @@ TABLES = {
             "Paper 000 Table 4: RNN type, layers, units",
             "000",
             [
-                Row("GRU 1 x 128 (MMA-MRNNet)", streams=["mma"]),
-                Row("GRU 2 x 128", streams=["mma"], encoder={"rnn_layers": 2}),
-                Row("GRU 1 x 64", streams=["mma"], encoder={"hidden": 64}),
-                Row("GRU 1 x 256", streams=["mma"], encoder={"hidden": 256}),
-                Row("LSTM 1 x 128", streams=["mma"], encoder={"rnn": "lstm"}),
-                Row("LSTM 2 x 128", streams=["mma"], encoder={"rnn": "lstm", "rnn_layers": 2}),
+                Row("GRU 1 x 128 (MMA-MRNNet)"),
+                Row("GRU 2 x 128", overlay=_mma(rnn_layers=2)),
+                Row("GRU 1 x 64", overlay=_mma(hidden=64)),
+                Row("GRU 1 x 256", overlay=_mma(hidden=256)),
+                Row("LSTM 1 x 128", overlay=_mma(rnn="lstm")),
+                Row("LSTM 2 x 128", overlay=_mma(rnn="lstm", rnn_layers=2)),
             ],
             "1 GRU layer of 128 units (FC 32) best (numbers not in our copy)",
             "GRU 1 x 128 (MMA-MRNNet)",
@@ -128,27 +141,29 @@ TABLES = {
     ]
 }
 
-def _both(key: str, value) -> list[str]:
-    """An override of paper 004's two branches' encoders."""
-    return [f"model.branches.{i}.encoder.{key}={value}" for i in (0, 1)]
+def _both(key: str, value) -> dict:
+    """An overlay of paper 004's two branches' encoders."""
+    return {f"model.branches.{i}.encoder.{key}": value for i in (0, 1)}
 
 
-PARITY_PROTOCOL = ["data.frame_stride=2", "data.batch_size=16", "trainer.max_epochs=4"]  # issue 12's side by side
-def _all4(key: str, value) -> list[str]:
-    """An override of the demo's four branches' encoders."""
-    return [f"model.branches.{i}.encoder.{key}={value}" for i in range(4)]
+PARITY_PROTOCOL = {"data.frame_stride": 2, "data.batch_size": 16, "trainer.max_epochs": 4}  # issue 12's side by side
+def _all4(key: str, value) -> dict:
+    """An overlay of the demo's four branches' encoders."""
+    return {f"model.branches.{i}.encoder.{key}": value for i in range(4)}
 
 
-AUTHORS_HEAD = "model.fusion={name: concat, head_hidden: [256], dropout: 0.3, head_bias: false, head_activation: none, head_input_dropout: false}"
+AUTHORS_HEAD = {"model.fusion": {"name": "concat", "head_hidden": [256], "dropout": 0.3, "head_bias": False,
+                                 "head_activation": "none", "head_input_dropout": False}}
+ONE_LAYER_HEAD = {"model.fusion": {"name": "concat", "head_hidden": []}}
 TABLES["004-demo-authors"] = Table(
     "004-demo-authors",
     "The demo's encoders with the authors' choices (configs/demo.yaml, 6 epochs)",
     "config",
     [
         Row("demo (configs/demo.yaml)"),
-        Row("demo with paper 004's choices (the authors', post-norm kept)", overrides=[
-            *_all4("activation", "gelu"), *_all4("qkv_bias", "false"), *_all4("token_init", 1.0),
-            *_all4("block_init", "independent"), AUTHORS_HEAD, "trainer.gradient_clip_val=1.0"]),
+        Row("demo with paper 004's choices (the authors', post-norm kept)", overlay={
+            **_all4("activation", "gelu"), **_all4("qkv_bias", False), **_all4("token_init", 1.0),
+            **_all4("block_init", "independent"), **AUTHORS_HEAD, "trainer.gradient_clip_val": 1.0}),
     ],
     "paper 004 does not report its demo-size model; this asks whether configs/hkust_gru_transformer.yaml's choices "
     "(the authors' code but post-norm, which won 004-parity) help at width 64",
@@ -162,17 +177,17 @@ TABLES["004-parity"] = Table(
     "config",
     [
         Row("authors' code (configs/hkust_authors.yaml)"),
-        Row("eri's earlier choices (PyTorch's layer, one linear head, batch 16)", overrides=[
-            *_both("norm", "post"), *_both("activation", "relu"), *_both("ff_dim", 1024), *_both("qkv_bias", "true"),
-            *_both("token_init", 0.02), *_both("block_init", "clones"), "model.fusion={name: concat, head_hidden: []}",
-            "trainer.gradient_clip_val=null"]),
-        Row("authors, but post-norm (configs/hkust_gru_transformer.yaml)", overrides=_both("norm", "post")),
-        Row("authors, but ReLU", overrides=_both("activation", "relu")),
-        Row("authors, but feed-forward 1024", overrides=_both("ff_dim", 1024)),
-        Row("authors, but q/k/v bias", overrides=_both("qkv_bias", "true")),
-        Row("authors, but token std 0.02", overrides=_both("token_init", 0.02)),
-        Row("authors, but eri's one-layer head", overrides=["model.fusion={name: concat, head_hidden: []}"]),
-        Row("authors, but blocks cloned (PyTorch's init)", overrides=_both("block_init", "clones")),
+        Row("eri's earlier choices (PyTorch's layer, one linear head, batch 16)", overlay={
+            **_both("norm", "post"), **_both("activation", "relu"), **_both("ff_dim", 1024), **_both("qkv_bias", True),
+            **_both("token_init", 0.02), **_both("block_init", "clones"), **ONE_LAYER_HEAD,
+            "trainer.gradient_clip_val": None}),
+        Row("authors, but post-norm (configs/hkust_gru_transformer.yaml)", overlay=_both("norm", "post")),
+        Row("authors, but ReLU", overlay=_both("activation", "relu")),
+        Row("authors, but feed-forward 1024", overlay=_both("ff_dim", 1024)),
+        Row("authors, but q/k/v bias", overlay=_both("qkv_bias", True)),
+        Row("authors, but token std 0.02", overlay=_both("token_init", 0.02)),
+        Row("authors, but eri's one-layer head", overlay=ONE_LAYER_HEAD),
+        Row("authors, but blocks cloned (PyTorch's init)", overlay=_both("block_init", "clones")),
     ],
     "the authors' own code reached val .474 and .478 (seeds 0 and 1) under this protocol",
     "authors' code (configs/hkust_authors.yaml)",
@@ -180,52 +195,50 @@ TABLES["004-parity"] = Table(
     PARITY_PROTOCOL,
 )
 
-# preset -> data overrides, paper 004's base config, the encoder size preset (`eri.models.presets`) of
-# every row, and paper 000's extra overrides
+# preset -> the data overlay, paper 004's base config, the encoder size preset (`eri.models.presets`) of
+# every row, and paper 000's extra overlay
 PRESETS = {
     "tiny": dict(
-        data=["data.root=data/tiny", "data.synthetic=tiny", "data.batch_size=8", "trainer.max_epochs=1"],
+        data={"data.root": "data/tiny", "data.synthetic": "tiny", "data.batch_size": 8, "trainer.max_epochs": 1},
         config004="configs/demo.yaml",
         size="tiny",
-        extra000=[],
+        extra000={},
     ),
     "hume-small": dict(
-        data=["data.root=data/hume-small", "data.synthetic=hume-small"],
+        data={"data.root": "data/hume-small", "data.synthetic": "hume-small"},
         config004="configs/demo.yaml",
         size="demo",
-        extra000=["data.batch_size=16"],
+        extra000={"data.batch_size": 16},
     ),
-    "real": dict(data=["data.synthetic=null"], config004="configs/hkust_gru_transformer.yaml", size="paper", extra000=[]),
+    "real": dict(data={"data.synthetic": None}, config004="configs/hkust_gru_transformer.yaml", size="paper", extra000={}),
 }
 CONFIG000 = "configs/mma_mrnnet.yaml"
 
 
-def row_config(table: Table, row: Row, preset: str) -> tuple[str, list[str], dict]:
-    """(base config file, overrides, structured updates) of one row under one preset."""
+def row_config(table: Table, row: Row, preset: str) -> tuple[str, dict]:
+    """(base config file, overlay) of one row under one preset: the preset's data and sizes (a "config"
+    table: its protocol), then the row."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; valid: {sorted(PRESETS)}")
     p = PRESETS[preset]
-    size = [f"model.preset={p['size']}"]
+    size = {"model.preset": p["size"]}
     if table.paper == "config":  # the table's own config and protocol; the preset gives the data (and tiny sizes)
-        data = [o for o in p["data"] if not o.startswith("trainer.max_epochs")]
-        tiny = ["model.preset=tiny", "trainer.max_epochs=1"] if preset == "tiny" else []
-        return table.config, [*data, *table.protocol, *tiny, *row.overrides], {}
+        data = {k: v for k, v in p["data"].items() if k != "trainer.max_epochs"}
+        tiny = {"model.preset": "tiny", "trainer.max_epochs": 1} if preset == "tiny" else {}
+        return table.config, {**data, **table.protocol, **tiny, **row.overlay}
     if table.paper == "004":
-        enc = read_yaml(p["config004"])["model"]["branches"][0]["encoder"]  # the base config's choices; sizes: the preset
-        branches = [{"name": b, "streams": s, "encoder": dict(enc)} for b, s in row.branches.items()]
-        return p["config004"], [*p["data"], *size, *row.overrides], {"model.branches": branches}
-    enc = {**read_yaml(CONFIG000)["model"]["branches"][0]["encoder"], **row.encoder}  # sizes: the preset
-    branches = [{"name": "mma", "streams": row.streams, "encoder": enc}]
-    return CONFIG000, [*p["data"], *p["extra000"], *size, *row.overrides], {"model.branches": branches}
+        enc = load_structured(Config, p["config004"]).model.branches[0].encoder  # its choices; sizes: the preset
+        branches = [{"name": b, "streams": s, "encoder": OmegaConf.to_container(enc)} for b, s in row.branches.items()]
+        return p["config004"], {**p["data"], **size, "model.branches": branches, **row.overlay}
+    return CONFIG000, {**p["data"], **p["extra000"], **size, **row.overlay}
 
 
 def resolve(
     table: Table, row: Row, preset: str, seed: int, extra: list[str] = (), data_root: str | None = None
 ) -> DictConfig:
-    config, overrides, updates = row_config(table, row, preset)
-    if data_root:
-        overrides.append(f"data.root={data_root}")
-    return load_config(config, [*overrides, *extra, f"seed={seed}", "trainer.progress_bar=false", "out=null"], updates)
+    config, overlay = row_config(table, row, preset)
+    root = [f"data.root={data_root}"] if data_root else []
+    return load_config(config, [*root, *extra, f"seed={seed}", "trainer.progress_bar=false", "out=null"], overlay=overlay)
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -306,24 +319,25 @@ def run_table(
 def _against_reference(table: Table, results: list[dict], run_dirs: dict, root, layout: str = "auto") -> None:
     """Each row minus the reference row in **test** mean PCC (val chose every run's epoch, test chose
     nothing): paired bootstrap over the same videos, PCCs averaged over the seeds both rows finished,
-    paired by seed (`eri.training.metrics.paired_bootstrap`)."""
-    from eri.data.labels import labels_of
+    paired by seed (`eri.training.metrics.paired_bootstrap`). The labels are the ones the reference
+    run was scored with (its ``labels.csv``, `eri.runs`), not re-read from ``root``."""
+    from eri.runs import Run, read_predictions
     from eri.training.metrics import paired_bootstrap
-    from eri.training.run import predictions
 
     ref = run_dirs.get(table.reference) or {}
     if not ref or root is None:
         return
-    ids = sorted(predictions(next(iter(ref.values())), "test").index)
-    y = labels_of(root, layout, ids)
+    first = Run(next(iter(ref.values())))
+    ids = sorted(first.predictions("test").index)
+    y = first.labels(ids)
     if np.isnan(y).any():
         return  # a test split without labels (ABAW5): no paired comparison
     for r in results:
         seeds = sorted(set(run_dirs[r["row"]]) & set(ref))
         if r["row"] == table.reference or not seeds:
             continue
-        a = np.stack([predictions(run_dirs[r["row"]][s], "test").loc[ids].to_numpy() for s in seeds])
-        b = np.stack([predictions(ref[s], "test").loc[ids].to_numpy() for s in seeds])
+        a = np.stack([read_predictions(run_dirs[r["row"]][s], "test").loc[ids].to_numpy() for s in seeds])
+        b = np.stack([read_predictions(ref[s], "test").loc[ids].to_numpy() for s in seeds])
         d = paired_bootstrap(a, b, y)["mean_pcc"]
         r.update(test_diff=d["diff"], test_diff_lo=d["ci"][0], test_diff_hi=d["ci"][1], test_diff_p=d["p"],
                  test_diff_excludes_0=d["excludes_0"])

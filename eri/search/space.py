@@ -1,8 +1,9 @@
 """A search space over one base training config, as one declarative table.
 
-Every searchable setting is a row of `ENCODER_KNOBS` (per branch: where the value lives in each
-encoder's config) or `CONFIG_KNOBS` (where it lives in the training config and how a parameter
-becomes a config value and back). Three things are derived from those rows and nothing else:
+Every searchable setting is an encoder knob (per branch: declared with each encoder's registration,
+``@ENCODERS.register(name, knobs={space key: constructor key})``, and gathered by `encoder_knobs`) or
+a row of `CONFIG_KNOBS` (where it lives in the training config and how a parameter becomes a config
+value and back). Three things are derived from those and nothing else:
 
 - `Space.sample(trial)`: Optuna parameters for a trial;
 - `Space.updates(params)`: the trial's config, as structured ``{config key: value}`` updates of the
@@ -10,13 +11,15 @@ becomes a config value and back). Three things are derived from those rows and n
 - `Space.paper_params()`: the base config read back into parameters, enqueued as trial 0 so the
   study's best is never below the paper setting (a base the space cannot express is an error).
 
-A new searchable key is one new row. In a search config's ``space`` a list is a categorical choice,
+A new searchable key is one knob on an encoder's registration (or one `CONFIG_KNOBS` row); the valid
+``space`` keys (`SPACE_KEYS`) follow. In a search config's ``space`` a list is a categorical choice,
 ``{low, high, log}`` a range (ints stay ints); an absent key is not searched.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,37 +28,38 @@ from omegaconf import DictConfig, OmegaConf
 from eri.config import load_config
 from eri.errors import ConfigError
 
-SPACE_KEYS = {
+FIXED_KEYS = {
     "branches": "candidate branches, name -> streams; a trial uses a non-empty subset (parameter 'streams')",
     "min_branches": "fewest branches in a subset (default 1)",
     "max_branches": "most branches in a subset (default all)",
     "encoder": "per branch: encoder name",
-    "hidden": "per branch: encoder width",
-    "layers": "per branch: recurrent layers (gru_transformer gru_layers, lstm layers, masked_rnn rnn_layers)",
-    "blocks": "per branch, gru_transformer only: transformer blocks",
-    "dropout": "per branch: dropout (encoders that have one)",
-    "fusion": "fusion name",
-    "lr": "learning rate",
-    "weight_decay": "weight decay",
-    "loss_pcc": "loss mix: weight of 1 - PCC, the L2 loss gets 1 - it",
 }
 
 
 @dataclass(frozen=True)
 class EncoderKnob:
-    """A per-branch encoder setting: its space key and its key in each encoder's config (one name for
-    every encoder that accepts it, or ``{encoder: key}``)."""
+    """A per-branch encoder setting: its space key and its key in each encoder's config (``{encoder: key}``,
+    from the encoders' registrations; an encoder without it is not searched on it)."""
 
     space_key: str
-    keys: str | dict
+    keys: dict
 
     def key(self, encoder: str) -> str | None:
-        from eri.models.encoders import ENCODERS
-        from eri.registry import config_keys
+        return self.keys.get(encoder)
 
-        if isinstance(self.keys, dict):
-            return self.keys.get(encoder)
-        return self.keys if self.keys in config_keys(ENCODERS[encoder], ("in_dim",)) else None
+
+def encoder_knobs() -> tuple[EncoderKnob, ...]:
+    """Every registered encoder knob, in the order encoders and their knobs were registered (the order
+    trials suggest them in)."""
+    from eri.models.encoders import ENCODERS
+
+    keys: dict[str, dict] = {}
+    for entry in ENCODERS.entries():
+        for space_key, key in entry.knobs.items():
+            if space_key in FIXED_KEYS or any(space_key == k.space_key for k in CONFIG_KNOBS):
+                raise ValueError(f"encoder '{entry.name}': knob '{space_key}' is a whole-space key; name it otherwise")
+            keys.setdefault(space_key, {})[entry.name] = key
+    return tuple(EncoderKnob(k, v) for k, v in keys.items())
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class ConfigKnob:
 
     space_key: str
     key: str
+    help: str
     to_config: Callable = lambda value, space: value
     from_config: Callable = lambda value: value
 
@@ -72,9 +77,8 @@ class ConfigKnob:
 def _fusion(name: str, space: "Space") -> dict:
     """A fusion by name, keeping the base fusion's keys the new one accepts (e.g. head_hidden)."""
     from eri.models.fusion import FUSIONS
-    from eri.registry import config_keys
 
-    keep = config_keys(FUSIONS[name], ("in_dims",))
+    keep = FUSIONS.config_keys(name)
     return {"name": name, **{k: v for k, v in space.base_fusion.items() if k != "name" and k in keep}}
 
 
@@ -89,18 +93,34 @@ def _pcc_weight(loss) -> float:
     return float(loss.get("pcc", 0.0))
 
 
-ENCODER_KNOBS = (
-    EncoderKnob("hidden", "hidden"),
-    EncoderKnob("layers", {"gru_transformer": "gru_layers", "lstm": "layers", "masked_rnn": "rnn_layers"}),
-    EncoderKnob("blocks", {"gru_transformer": "blocks"}),
-    EncoderKnob("dropout", "dropout"),
-)
 CONFIG_KNOBS = (
-    ConfigKnob("fusion", "model.fusion", _fusion, lambda fusion: fusion["name"]),
-    ConfigKnob("lr", "optim.lr", from_config=float),
-    ConfigKnob("weight_decay", "optim.weight_decay", from_config=float),
-    ConfigKnob("loss_pcc", "loss", _loss_mix, _pcc_weight),
+    ConfigKnob("fusion", "model.fusion", "fusion name", _fusion, lambda fusion: fusion["name"]),
+    ConfigKnob("lr", "optim.lr", "learning rate", from_config=float),
+    ConfigKnob("weight_decay", "optim.weight_decay", "weight decay", from_config=float),
+    ConfigKnob("loss_pcc", "loss", "loss mix: weight of 1 - PCC, the L2 loss gets 1 - it", _loss_mix, _pcc_weight),
 )
+
+
+class _SpaceKeys(Mapping):
+    """The valid ``space`` keys with what each means, read from the registry when asked (so an encoder
+    registered after import adds its knobs)."""
+
+    def _keys(self) -> dict:
+        knobs = {k.space_key: "per branch: " + ", ".join(f"{e}.{key}" for e, key in k.keys.items())
+                 for k in encoder_knobs()}
+        return {**FIXED_KEYS, **knobs, **{k.space_key: k.help for k in CONFIG_KNOBS}}
+
+    def __getitem__(self, key):
+        return self._keys()[key]
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
+SPACE_KEYS = _SpaceKeys()
 
 
 def _suggest(trial, name: str, spec):
@@ -124,7 +144,7 @@ def _default(encoder: str, key: str):
 
     from eri.models.encoders import ENCODERS
 
-    p = inspect.signature(ENCODERS[encoder].__init__).parameters.get(key)
+    p = inspect.signature(ENCODERS.resolve(encoder).__init__).parameters.get(key)
     return None if p is None or p.default is inspect.Parameter.empty else p.default
 
 
@@ -181,7 +201,7 @@ class Space:
                 encoder = _suggest(trial, f"{name}.encoder", sp["encoder"]) if "encoder" in sp else self._base_encoder_name(name)
                 if "encoder" in sp:
                     params[f"{name}.encoder"] = encoder
-                for knob in ENCODER_KNOBS:
+                for knob in encoder_knobs():
                     if knob.space_key in sp and knob.key(encoder):
                         params[f"{name}.{knob.space_key}"] = _suggest(trial, f"{name}.{knob.space_key}", sp[knob.space_key])
         for knob in CONFIG_KNOBS:
@@ -197,7 +217,7 @@ class Space:
             for name in params["streams"].split("+"):
                 encoder = params.get(f"{name}.encoder") or self._base_encoder_name(name)
                 enc = self._encoder(name, encoder)
-                for knob in ENCODER_KNOBS:
+                for knob in encoder_knobs():
                     if f"{name}.{knob.space_key}" in params:
                         enc[knob.key(encoder)] = params[f"{name}.{knob.space_key}"]
                 branch = {"name": name, "streams": list(self.space["branches"][name]), "encoder": enc}
@@ -241,7 +261,7 @@ class Space:
                 enc = self._base_branch(name)["encoder"]
                 if "encoder" in sp:
                     put(f"{name}.encoder", "encoder", enc["name"])
-                for knob in ENCODER_KNOBS:
+                for knob in encoder_knobs():
                     key = knob.key(enc["name"])
                     if knob.space_key in sp and key:
                         put(f"{name}.{knob.space_key}", knob.space_key, enc.get(key, _default(enc["name"], key)))

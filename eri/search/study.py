@@ -1,7 +1,14 @@
 """An Optuna study over fusion choices: one config file, any number of worker processes.
 
 A search config (``configs/search/*.yaml``, schema ``SearchConfig``) names a base training config
-(the paper setting) and a search space over it (`eri.search.space`). Each trial turns its sampled
+(the paper setting) and a search space over it (`eri.search.space`).
+
+- **Composition** (`eri.config`, as for every config file): a search file's ``base:`` may list other
+  search files (composed under it) and the training config searched over: a base whose keys are a
+  training config's is not composed but sets ``SearchConfig.base`` to its path (found beside the
+  search file, else from the working directory). That is what ``base:`` always meant in a search
+  file, so every existing search config and stored study resolves the same trials. The training config
+  may itself be an overlay (``base:`` + dotted keys); ``base_overrides`` adds ``key=value`` on top. Each trial turns its sampled
 parameters into structured updates of the base config and trains with `eri.training.run.train` in
 its own run directory ``<out>/trials/<NNNN>``; the objective is the best epoch's val mean PCC.
 
@@ -39,7 +46,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from eri.config import ConfigError, load_config, load_structured, rule, to_yaml
+from eri.config import Config, ConfigError, load_config, load_structured, rule, to_yaml
 from eri.io import atomic_write_bytes, atomic_write_text, inside, mask_secrets
 from eri.progress import Units
 from eri.search.space import SPACE_KEYS, Space
@@ -67,7 +74,7 @@ class PrunerConfig:
 
 @dataclass
 class SearchConfig:
-    base: str = "configs/demo.yaml"  # the paper setting: trial 0, and what every trial overrides
+    base: str = "configs/demo.yaml"  # the training config (paper setting): trial 0, what every trial overrides
     base_overrides: list = field(default_factory=list)  # key=value applied to every trial (e.g. a shorter budget)
     out: Optional[str] = None  # study folder; default runs/search/<config file name>
     study_name: Optional[str] = None  # default: the config file name
@@ -88,7 +95,7 @@ def load_search_config(path: str | Path, overrides: list[str] = ()) -> DictConfi
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"search config {path} not found")
-    cfg = load_structured(SearchConfig, path, overrides)
+    cfg = load_structured(SearchConfig, path, overrides, other_base=(Config, "base"))
     unknown = sorted(set(cfg.space) - set(SPACE_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown} in space; valid keys: {list(SPACE_KEYS)}")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from eri.config import NOT_NUMERIC
 from eri.errors import InputError
 from eri.io import atomic_write_json, stable_hash
+from eri.runs import METRICS
 
 # Bump CACHE_VERSION when a default that changes numbers changes (old keys then miss).
 CACHE_VERSION = 1
@@ -56,7 +57,7 @@ def cached_train(cfg: DictConfig, runs: str | Path, quiet: bool = False) -> tupl
     from eri.training.run import train
 
     out = Path(runs) / run_key(cfg)
-    done = out / "metrics.json"
+    done = out / METRICS
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"{out.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -11,14 +11,18 @@ import torch
 
 from eri.config import loss_weights
 from eri.errors import ConfigError
+from eri.registry import Registry
 
 EPS = 1e-8
+LOSSES = Registry("loss term")  # config `loss: {term: weight}`; (pred, target) -> scalar
 
 
+@LOSSES.register("l2", description="mean squared error (paper 004)")
 def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred - target) ** 2)
 
 
+@LOSSES.register("pcc", description="1 - Pearson r per emotion, averaged over the 7 (paper 000)")
 def pcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p, t = pred - pred.mean(0), target - target.mean(0)
     r = (p * t).sum(0) / (p.pow(2).sum(0).sqrt() * t.pow(2).sum(0).sqrt() + EPS)
@@ -32,11 +36,9 @@ def ccc(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 2 * cov / (pred.var(0, unbiased=False) + target.var(0, unbiased=False) + (pm - tm) ** 2 + EPS)
 
 
+@LOSSES.register("ccc", description="1 - Lin's concordance correlation per emotion, averaged over the 7")
 def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - ccc(pred, target).mean()
-
-
-LOSSES = {"l2": l2_loss, "pcc": pcc_loss, "ccc": ccc_loss}
 
 
 def check_loss(weights: dict, where: str = "loss") -> dict[str, float]:

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from eri.config import NOT_NUMERIC, load_structured, to_yaml
 from eri.errors import ConfigError
 from eri.io import atomic_write_text, load_torch
+from eri.runs import CHECKPOINTS, CONFIG, LAST
 from eri.tracking import RUNS, artifact_location, check_uri, experiment_id, flat_params, tracking_uri
 
 # keys a resume may change: max_epochs, and every key that cannot change the numbers
@@ -92,7 +93,7 @@ def check_resume(out: Path, cfg: DictConfig) -> Path | None:
     file is refused before Lightning reads it; another config is an error."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} is a file, not a run directory; give --out a new folder or a run to resume")
-    last, saved = out / "checkpoints" / "last.ckpt", out / "config.yaml"
+    last, saved = out / CHECKPOINTS / LAST, out / CONFIG
     if not last.exists():
         return None
     load_torch(last, "checkpoint to resume from")
@@ -211,9 +212,9 @@ def fit(cfg: DictConfig, out: Path, task: L.LightningModule, datamodule: L.Light
     Lightning callbacks (e.g. a search's pruning callback)."""
     check_uri(cfg.trainer.get("tracking_uri"))  # before config.yaml keeps it
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    atomic_write_text(out / CONFIG, to_yaml(cfg))
     ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
+        dirpath=out / CHECKPOINTS,
         filename="best-{epoch:03d}",
         monitor=monitor,
         mode="max",
@@ -227,7 +228,7 @@ def fit(cfg: DictConfig, out: Path, task: L.LightningModule, datamodule: L.Light
     hp = monitor or "val/mean_pcc"
     log_config(trainer, cfg, [hp, *(["test/mean_pcc"] if hp == "val/mean_pcc" else [])])
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
-    return trainer, ckpt.best_model_path or str(out / "checkpoints" / "last.ckpt")
+    return trainer, ckpt.best_model_path or str(out / CHECKPOINTS / LAST)
 
 
 def read_logs(out: str | Path) -> pd.DataFrame:

@@ -17,13 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from eri.errors import ConfigError
 from eri.models.spec import KEY as SPEC_KEY
 from eri.models.spec import ModelSpec
+from eri.registry import Registry
 from eri.training.losses import WeightedLoss
 from eri.training.metrics import score
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS = Registry("optimizer", fixed=("params",))  # config `optim.name`; (params, lr, weight_decay, ...)
+OPTIMIZERS.add("adamw", torch.optim.AdamW, description="AdamW: Adam with decoupled weight decay (the papers')")
+OPTIMIZERS.add("adam", torch.optim.Adam, description="Adam (weight decay added to the gradient)")
+OPTIMIZERS.add("sgd", torch.optim.SGD, description="stochastic gradient descent (momentum, nesterov)")
 
 
 def configure_optimizer(params, optim: dict):
@@ -32,9 +35,7 @@ def configure_optimizer(params, optim: dict):
     cfg = dict(optim)
     name = cfg.pop("name")
     step, gamma = cfg.pop("lr_step_epochs"), cfg.pop("lr_gamma")
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{name}'; valid: {sorted(OPTIMIZERS)}")
-    opt = OPTIMIZERS[name](params, **cfg)
+    opt = OPTIMIZERS.resolve(name)(params, **cfg)
     if not step:
         return opt
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)

@@ -19,7 +19,7 @@ def pooled_features(root: str | Path, stream: str, ids) -> tuple[np.ndarray, np.
     """Masked mean (n, D) and peak (n, 2D) pooling over the valid steps of each video; peak pooling is the
     per-dimension max minus median, then median minus min (events may push a feature down)."""
     store = FeatureStore(root)
-    d = store.meta(stream)["dim"]
+    d = store.stream_meta(stream).dim
     mean = np.zeros((len(ids), d), np.float32)
     peak = np.zeros((len(ids), 2 * d), np.float32)
     for i, vid in enumerate(ids):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eri.constants import AU_IDS, EMOTIONS, EXPRESSION_AUS, EXPRESSIONS, STREAMS
+from eri.constants import AU_IDS, EMOTIONS, EXPRESSION_AUS, EXPRESSIONS
 from eri.data.store import FeatureStore
 from eri.data.synthetic.claim import claim_folder, read_json
 from eri.data.synthetic.knobs import (
@@ -26,6 +26,7 @@ from eri.data.synthetic.knobs import (
     MOUTH_TALK_AUS,
     N_MFCC,
     SPLIT_NAMES,
+    SYNTHETIC,
     TOKEN_S,
     VALENCE,
     knob_hash,
@@ -34,6 +35,7 @@ from eri.data.synthetic.knobs import (
 from eri.data.synthetic.labels import label_stats, mean_pearson, sample_labels
 from eri.errors import ConfigError
 from eri.io import atomic_write_text
+from eri.streams import read_stream_meta
 
 
 # what a user whose folder was refused can do instead (eri.data.synthetic.claim)
@@ -123,7 +125,7 @@ def _mixing(knobs: dict, seed: int) -> dict:
         w[np.arange(len(owned)) % n_src, owned] += rng.uniform(0.7, 1.3, len(owned))
         return w
 
-    d_h = STREAMS["holistic"]["dim"]
+    d_h = SYNTHETIC["holistic"].dim
     w_h = sparse(ne + 4, d_h, knobs["mix_leak"]["holistic"])
     w_a = sparse(ne + 4, N_MFCC, knobs["mix_leak"]["audio"])
     return {
@@ -144,7 +146,7 @@ def _subject(knobs: dict, seed: int, subject: int) -> dict:
     rng = np.random.default_rng([seed, _TAG_SUBJECT, int(subject)])
     ids = knobs["identity_scale"]
     return {
-        "holistic": ids["holistic"] * rng.standard_normal(STREAMS["holistic"]["dim"]),
+        "holistic": ids["holistic"] * rng.standard_normal(SYNTHETIC["holistic"].dim),
         "audio": ids["audio"] * rng.standard_normal(N_MFCC),
         "au": ids["au"] * rng.random(len(AU_IDS)),
     }
@@ -243,7 +245,7 @@ def _video(row, knobs: dict, mix: dict, subj: dict, seed: int) -> dict[str, tupl
     ta = knobs["talk_amp"]
     act = activation("holistic", b_fr)
     nuis = np.concatenate([ta["holistic"] * mouth_fr[:, None], head], axis=1)
-    d_h = STREAMS["holistic"]["dim"]
+    d_h = SYNTHETIC["holistic"].dim
     x = rng.standard_normal((n_fr, d_h), dtype=np.float32)
     x *= np.float32(knobs["noise"]["holistic"] * noise_mult[0])
     x += (np.concatenate([act, nuis], axis=1).astype(np.float32)
@@ -316,7 +318,7 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
     for s in ALL_STREAMS:
         p = store.dir / s / "meta.json"
         if p.exists():
-            old = json.loads(p.read_text()).get("config_hash")
+            old = read_stream_meta(p).config_hash
             if old != chash:
                 raise ConfigError(
                     f"{out} already holds stream '{s}' generated with other knobs or seed (config_hash {old}, "
@@ -340,11 +342,7 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
     atomic_write_text(out / "videos.csv", videos.to_csv(index=False))
 
     for s in ALL_STREAMS:
-        rate = STREAMS[s]["rate"]
-        store.write_meta(s, {
-            "stream": s, "dim": STREAMS[s]["dim"], "rate": rate, "dtype": "float16",
-            "extractor": "synthetic", "config_hash": chash, "preset": preset, "seed": seed,
-        })
+        store.write_meta(s, SYNTHETIC[s].replace(config_hash=chash, extra={"preset": preset, "seed": seed}))
 
     rows = {s: [] for s in ALL_STREAMS}
     bar = None
@@ -364,6 +362,9 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
                 rows[s].append({"File_ID": vid, "n_steps": int(len(v)), "n_valid": int(v.sum())})
         else:
             arrays = _video(row, knobs, mix, _subject(knobs, seed, int(row["subject"])), seed)
+            if set(arrays) != set(ALL_STREAMS):
+                raise ConfigError(f"the generator has recipes for {sorted(arrays)}, the catalogue names "
+                                  f"{list(ALL_STREAMS)}")
             for s in ALL_STREAMS:
                 f, v, ts = arrays[s]
                 store.write(s, vid, f, v, ts)

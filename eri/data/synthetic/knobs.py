@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from eri.constants import CATALOGUE
 from eri.errors import ConfigError
 from eri.io import stable_hash
 
@@ -36,8 +37,11 @@ VALENCE = {"Adoration": 0.8, "Amusement": 1.0, "Anxiety": -0.6, "Disgust": -0.8,
 AROUSAL = {"Adoration": 0.2, "Amusement": 0.8, "Anxiety": 0.6, "Disgust": 0.4, "Empathic-Pain": 0.2,
            "Fear": 0.9, "Surprise": 0.9}
 
-VISUAL_STREAMS = ("holistic", "au", "mma")
-ALL_STREAMS = ("holistic", "au", "mma", "audio")
+# The streams the generator writes: the catalogue's (eri.constants.CATALOGUE), as it stores them. Each has a
+# hand-written recipe in `eri.data.synthetic.generator._video`; a catalogue stream without one is an error there.
+SYNTHETIC = {name: m.replace(dtype="float16", extractor="synthetic") for name, m in CATALOGUE.items()}
+ALL_STREAMS = tuple(SYNTHETIC)
+VISUAL_STREAMS = tuple(name for name, m in SYNTHETIC.items() if m.per_frame)
 SPLIT_NAMES = {"train": "Train", "val": "Val", "test": "Test"}
 MFCC_HOP_S = 256 / 16000  # 16 ms
 MFCC_PER_TOKEN = 32

@@ -1,11 +1,11 @@
-"""A throwaway PostgreSQL server on loopback, in a temporary folder: for the multi-worker search
-tests and for trying a shared study on one machine.
+"""A throwaway PostgreSQL server on loopback, in a temporary folder: the multi-worker search test's
+fixture (``local_postgres`` in conftest.py), and a way to try a shared study on one machine.
 
     with LocalPostgres() as pg:        # initdb + pg_ctl start on 127.0.0.1:<free port>
         url = pg.url                   # postgresql+psycopg2://postgres@127.0.0.1:<port>/postgres
     # stopped and deleted here
 
-``python -m eri.search.postgres`` starts one, prints its URL and keeps it up until Ctrl-C.
+``python tests/local_postgres.py`` (from a clone) starts one, prints its URL and keeps it up until Ctrl-C.
 
 Binaries: ``initdb`` and ``pg_ctl`` from PATH (a system PostgreSQL), else the ones bundled in the
 ``pgserver`` pip package (a dev dependency); neither is a clear error. PostgreSQL refuses to run
