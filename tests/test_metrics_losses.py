@@ -68,3 +68,15 @@ def test_pcc_loss_has_gradient_and_unknown_term_errors():
     assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="valid"):
         WeightedLoss({"mae": 1.0})
+
+
+def test_pcc_loss_on_a_batch_of_one_video_is_finite_without_gradient():
+    """The last batch of an epoch may hold one video (9 usable videos, batch 8): r is undefined there, and
+    sqrt(0)'s gradient used to turn every weight into NaN."""
+    pred = torch.rand(1, 7, requires_grad=True)
+    loss = pcc_loss(pred, torch.rand(1, 7))
+    loss.backward()
+    assert loss.item() == 1.0 and torch.equal(pred.grad, torch.zeros(1, 7))
+    pred = torch.rand(2, 7, requires_grad=True)  # two videos: a real correlation and a finite gradient
+    pcc_loss(pred, torch.rand(2, 7)).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0

@@ -11,6 +11,9 @@
       batch, peak RSS per rank and an epoch on a large store (e.g. data.root=data/hume-full data.cache=memmap)
   python tools/benchmark.py ensemble [--members 20] [--fit val|pool]
       seconds to combine 20 members' predictions at Hume-Reaction size (each combiner cross-fitted, refitted, scored)
+  python tools/benchmark.py worlds [--size tiny|small] [--only WORLD ...] [--seeds 5] [--shard K/N] --out DIR
+      the demo and its main comparison rows in every synthetic world (eri/benchmarks/worlds.py): worlds.csv
+      (test mean PCC, 95% interval, ceiling), worlds_paired.csv, worlds.md and worlds.png
   python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
       feature extraction frames/s per stage and end to end (every frame vs every k-th frame detection),
       and the landmark error of interpolated detection against detection on every frame
@@ -69,6 +72,13 @@ def _run(argv=None, prog=None) -> int:
     sc.add_argument("--config", default="configs/demo.yaml", help="train: the training config")
     sc.add_argument("--report", default="benchmarks/out/scale/train", help="train: per-rank JSON reports")
     sc.add_argument("train_overrides", nargs="*", help="train: key=value (e.g. data.root=data/hume-full data.cache=memmap)")
+    w = sub.add_parser("worlds", help="the demo and its comparison rows in every synthetic world (robustness)")
+    w.add_argument("--size", default="small", choices=["tiny", "small"], help="tiny: test budget; small: the table")
+    w.add_argument("--only", nargs="+", metavar="WORLD", help="only these worlds (default: all; `eri list` names them)")
+    w.add_argument("--seeds", type=int, default=5, help="demo seeds (the ensemble row averages them)")
+    w.add_argument("--data", default="data", help="each world's data is generated into DATA/<world>-<size> on first use")
+    w.add_argument("--shard", help="K/N: only train every N-th run from the K-th; rerun unsharded to write the tables")
+    w.add_argument("--out", default="runs/worlds", help="run cache and tables; finished runs are not retrained")
     c = sub.add_parser("ensemble", help="seconds to combine (cross-fit + final) and score 20 members at Hume-Reaction size")
     c.add_argument("--members", type=int, default=20)
     c.add_argument("--fit", default="val", choices=["val", "pool"], help="fit set: the val split or the train+val fold pool")
@@ -113,6 +123,17 @@ def _run(argv=None, prog=None) -> int:
         df = pd.DataFrame(combine_timing(args.members, args.fit))
         atomic_write_text(Path(args.out), df.to_csv(index=False))
         print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}")
+        return 0
+
+    if args.what == "worlds":
+        from eri.benchmarks.worlds import run_worlds
+        from eri.features.listing import parse_shard
+
+        res = run_worlds(args.out, args.size, args.only, args.seeds, args.data, parse_shard(args.shard))
+        if res is None:
+            print(f"shard {args.shard}: its runs are trained; rerun without --shard to write the tables")
+            return 0
+        print("\n" + (Path(args.out) / "worlds.md").read_text() + f"\nwritten: {args.out}/worlds.csv, worlds.md, worlds.png")
         return 0
 
     if args.what == "demo":

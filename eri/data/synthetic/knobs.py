@@ -160,6 +160,42 @@ PRESETS: dict[str, dict] = {
     # The real split sizes of Hume-Reaction (ABAW5).
     "hume-full": {**copy.deepcopy(_BASE), "n_train": 15806, "n_val": 4657, "n_test": 4604},
 }
+
+# Worlds: the hume-small setting with one hard thing changed, to ask whether a modelling choice that wins in
+# one synthetic world also wins in others (`eri benchmark worlds`). Each is an overlay of knobs (a callable
+# of the base knobs where it scales them), generated at two sizes: `small` (hume-small's split sizes) and
+# `tiny` (the tiny preset's). The presets are named `<world>-<size>`; the baseline world is hume-small / tiny.
+WORLDS: dict[str, tuple[str, object]] = {
+    "hume": ("the baseline: hume-small's knobs", {}),
+    "long-clips": ("videos of 20-40 s instead of 10-15 s (the same events, more frames between them)",
+                   {"duration_min": 20.0, "duration_max": 40.0}),
+    "sparse-events": ("one event per present emotion (no extra events): less evidence per video",
+                      {"event_extra_mean": 0.0}),
+    "heavy-nuisance": ("2.5x the talking, twice its strength, 3x the head motion, twice the feature noise",
+                       lambda k: {"talk_rate": 2.5 * k["talk_rate"],
+                                  "talk_amp": {s: 2 * v for s, v in k["talk_amp"].items()},
+                                  "head_motion_amp": 3 * k["head_motion_amp"],
+                                  "noise": {s: 2 * v for s, v in k["noise"].items()}}),
+    "few-train": ("a quarter of the training videos (400 at small size)", lambda k: {"n_train": k["n_train"] // 4}),
+    "missing-faces": ("25% of frames without a face in long bursts, 10% of videos under 50 valid frames",
+                      {"noface_frac": 0.25, "noface_burst": [10, 90], "low_valid_frac": 0.1}),
+}
+WORLD_SIZES = {"small": "hume-small", "tiny": "tiny"}  # size -> the preset whose knobs a world changes
+
+
+def world_preset(world: str, size: str) -> str:
+    """The synthetic preset of ``world`` at ``size`` (``hume`` is hume-small / tiny themselves)."""
+    if world not in WORLDS or size not in WORLD_SIZES:
+        raise ConfigError(f"unknown world '{world}' or size '{size}'; worlds: {', '.join(WORLDS)}; sizes: "
+                          f"{', '.join(WORLD_SIZES)}")
+    return WORLD_SIZES[size] if world == "hume" else f"{world}-{size}"
+
+
+for _world, (_, _overlay) in WORLDS.items():
+    for _size, _base in WORLD_SIZES.items():
+        if _world != "hume":
+            _knobs = copy.deepcopy(PRESETS[_base])
+            PRESETS[world_preset(_world, _size)] = {**_knobs, **(_overlay(_knobs) if callable(_overlay) else _overlay)}
 assert all(set(p) == set(KNOB_DOCS) for p in PRESETS.values()), "every knob needs a doc and a value"
 
 
