@@ -88,6 +88,13 @@ def test_every_table_is_written(all_tables):
                 assert row["test_diff"] == pytest.approx(row["test_mean"] - ref, abs=1e-4)  # from the CSVs' 6 decimals
                 assert row["test_diff_lo"] <= row["test_diff"] <= row["test_diff_hi"]
         assert "test vs reference, 95% CI" in md and f"{table.reference} (reference)" in md
+        # the note under the table sorts every compared row by what its interval establishes
+        said = md.split("paired 95% CI: ")[1].strip()
+        kinds = ("better (established)", "worse (established)", "within the noise, no difference established")
+        groups = {k: said.split(k + ": ")[1].split(". ")[0].rstrip(".").split("; ") for k in kinds if k + ": " in said}
+        for _, row in df[df["row"] != table.reference].iterrows():
+            kind = kinds[2] if not row["test_diff_excludes_0"] else kinds[0] if row["test_diff"] > 0 else kinds[1]
+            assert row["row"] in groups[kind]
     # 36 rows, 34 distinct configs (two rows are shared between tables): one run directory each
     assert len(list((out / "runs").glob("*/metrics.json"))) == 34
 

@@ -375,7 +375,7 @@ def write_table(table: Table, results: list[dict], folder: Path, preset: str, se
             "resamples, PCCs averaged over the seeds, paired by seed); * the interval excludes 0")
     grid = tabulate(body, head, tablefmt="github", colalign=("left", "right", "right", "right", "right"), disable_numparse=True)
     md = f"### {table.title}\n\n{grid}\n\n"
-    md += f"{note}. Paper: {table.claim}.\n"
+    md += f"{note}. Paper: {table.claim}.\n\n{verdict(table, results)}\n"
     atomic_write_text(folder / "table.md", md)
 
     def esc(s) -> str:
@@ -385,6 +385,20 @@ def write_table(table: Table, results: list[dict], folder: Path, preset: str, se
     tex += [" & ".join(map(esc, r)) + " \\\\" for r in body] + ["\\hline", "\\end{tabular}", ""]
     atomic_write_text(folder / "table.tex", f"% {table.title}; {note}\n" + "\n".join(tex))
     _bar_chart(table, df, folder / "bar.png")
+
+
+def verdict(table: Table, results: list[dict]) -> str:
+    """Which differences from the reference row hold (interval excludes 0) and which are noise, in words."""
+    diffs = [r for r in results if r.get("test_diff") is not None]
+    if not diffs:
+        return "No row was compared with the reference (no test scores)."
+    better = [r["row"] for r in diffs if r["test_diff_excludes_0"] and r["test_diff"] > 0]
+    worse = [r["row"] for r in diffs if r["test_diff_excludes_0"] and r["test_diff"] < 0]
+    noise = [r["row"] for r in diffs if not r["test_diff_excludes_0"]]
+    parts = [f"better (established): {'; '.join(better)}" if better else "",
+             f"worse (established): {'; '.join(worse)}" if worse else "",
+             f"within the noise, no difference established: {'; '.join(noise)}" if noise else ""]
+    return f"Against the reference ({table.reference}), test, paired 95% CI: " + ". ".join(p for p in parts if p) + "."
 
 
 def _bar_chart(table: Table, df, path: Path) -> None:
