@@ -195,6 +195,7 @@ def plot(rows: list[dict], path: Path) -> None:
             ys.append(r["test_mean_pcc"] / r["ceiling"])
             err.append([(r["test_mean_pcc"] - r["ci_low"]) / r["ceiling"], (r["ci_high"] - r["test_mean_pcc"]) / r["ceiling"]])
         ax.bar(xs, ys, width, yerr=np.asarray(err).T if err else None, label=m, capsize=2)
+    ax.axhline(0.85, ls="--", lw=0.8, color="gray", label="0.85 of the ceiling")
     ax.set_xticks(range(len(worlds)), worlds, rotation=15)
     ax.set_ylabel("test mean PCC / ceiling")
     ax.legend(fontsize=7, ncol=2)
