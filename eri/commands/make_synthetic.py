@@ -7,6 +7,8 @@ not write (your own data stays untouched). Re-running with the same arguments re
 run in its own folder (videos already written are skipped).
 ``--proxy`` also runs the linear-probe calibration check (ridge on mean vs peak pooling, per stream and
 all streams concatenated) and prints its table.
+The ``*-faces`` presets (tiny-faces, small-faces) write face videos (``videos/<id>.mp4``) instead of
+features: extract them (tools/extract.py) before training on them; ``--proxy`` needs features.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def _run(argv=None, prog=None) -> int:
     args = ap.parse_args(argv)
     from eri.constants import EMOTIONS
     from eri.data.synthetic import generate, proxy_scores
+    from eri.errors import ConfigError
 
     t0 = time.time()
     s = generate(args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress)
@@ -44,7 +47,12 @@ def _run(argv=None, prog=None) -> int:
     v = s["video_stats"]
     print(f"  mean duration {v['mean_duration_s']} s, mean frames {v['mean_frames']}, "
           f"no-face frames {v['noface_frame_fraction']:.4f}")
+    if "face_knobs" in s:
+        print(f"  face videos in {args.out}/videos (hidden cues: {s['hidden_cues']}); extract features "
+              f"(tools/extract.py --data-root {args.out}) before training on them")
     if args.proxy:
+        if "face_knobs" in s:
+            raise ConfigError(f"--proxy needs features; preset {args.preset} writes face videos")
         print(proxy_scores(args.out).to_string(index=False))
     return 0
 

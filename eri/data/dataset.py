@@ -104,6 +104,10 @@ def spec_dim(spec: str, meta: StreamMeta | dict) -> int:
     object); a slice that reaches past the width or selects nothing is a ConfigError (Python would
     silently clip it, or build a 0-wide encoder)."""
     name, cols = parse_stream(spec)
+    d = meta.to_dict() if isinstance(meta, StreamMeta) else meta
+    if d.get("dtype") == "uint8" or d.get("extractor") == "crops":  # pixels: z-scoring them as features is meaningless
+        raise ConfigError(f"stream '{name}' holds face-crop images, not features: crops feed the end-to-end model "
+                          "(issue 21 item 3), not an ordinary branch")
     dim = int(meta.dim if isinstance(meta, StreamMeta) else meta["dim"])
     if (cols.stop or 0) > dim or (cols.start or 0) >= dim or len(range(dim)[cols]) == 0:
         raise ConfigError(f"stream spec '{spec}' reaches past the width or selects no column: stream '{name}' has "

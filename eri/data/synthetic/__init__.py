@@ -39,18 +39,25 @@ with byte-identical files (the store writes its zip containers with fixed timest
 overwrites a user's data: the generator writes only into a new or empty folder, its first file a
 marker (``.eri-synthetic.json``) that lets it resume there; any other folder is refused (`claim`).
 
+Face videos: the ``*-faces`` presets (``tiny-faces``, ``small-faces``) draw the same plan and event timelines
+as faces (`eri.mma.synthetic`'s drawing) and write videos, not features, with cues no MMA head names
+(`faces`): data for end-to-end training, which must beat a frozen MMA model there.
+
 Modules: `knobs` (presets, what each knob means), `labels`, `generator` (the plan, one video, the writer),
-`claim` (which folders a generator may write into),
+`timeline` (one video's events and nuisances, shared by both), `faces` (face videos), `drawing` (a face
+from AUs and valence/arousal), `claim` (which folders a generator may write into),
 `calibration` (the linear-probe check). Entry points: :func:`generate`, :func:`ensure_synthetic`, :func:`sample_labels`, :func:`proxy_scores`;
 command line: ``tools/make_synthetic.py``.
 """
 
 from eri.data.synthetic.calibration import pooled_features, proxy_scores, ridge_score
 from eri.data.synthetic.generator import ensure_synthetic, generate
-from eri.data.synthetic.knobs import ALL_STREAMS, GENERATOR_VERSION, KNOB_DOCS, PRESETS, knob_hash, resolve_preset
+from eri.data.synthetic.knobs import (
+    ALL_STREAMS, FACE_KNOB_DOCS, FACE_KNOBS, GENERATOR_VERSION, KNOB_DOCS, PRESETS, knob_hash, resolve_preset,
+)
 from eri.data.synthetic.labels import label_stats, mean_pearson, sample_labels
 
 __all__ = [
-    "ALL_STREAMS", "GENERATOR_VERSION", "KNOB_DOCS", "PRESETS", "ensure_synthetic", "generate", "knob_hash",
+    "ALL_STREAMS", "FACE_KNOB_DOCS", "FACE_KNOBS", "GENERATOR_VERSION", "KNOB_DOCS", "PRESETS", "ensure_synthetic", "generate", "knob_hash",
     "label_stats", "mean_pearson", "pooled_features", "proxy_scores", "resolve_preset", "ridge_score", "sample_labels",
 ]

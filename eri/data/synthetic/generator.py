@@ -20,6 +20,7 @@ from eri.data.synthetic.knobs import (
     AROUSAL,
     EMOTION_EXPRESSIONS,
     EMOTION_EXTRA_AUS,
+    FACE_KNOBS,
     GENERATOR_VERSION,
     MFCC_HOP_S,
     MFCC_PER_TOKEN,
@@ -33,6 +34,7 @@ from eri.data.synthetic.knobs import (
     resolve_preset,
 )
 from eri.data.synthetic.labels import label_stats, mean_pearson, sample_labels
+from eri.data.synthetic.timeline import bumps, timeline
 from eri.errors import ConfigError
 from eri.io import atomic_write_text
 from eri.streams import read_stream_meta
@@ -153,91 +155,21 @@ def _subject(knobs: dict, seed: int, subject: int) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- a video
-def _bumps(t: np.ndarray, centre: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """(n_events, len(t)) raised-cosine bumps of peak 1 and full width ``width``."""
-    x = (t[None, :] - centre[:, None]) / width[:, None]
-    return np.where(np.abs(x) < 0.5, 0.5 * (1.0 + np.cos(2 * np.pi * x)), 0.0)
-
-
-def _segments(t: np.ndarray, start: np.ndarray, length: np.ndarray, edge: float = 0.15) -> np.ndarray:
-    """Sum over segments of smooth boxes (ramps of ``edge`` s), clipped to [0, 1]; shape (len(t),)."""
-    if len(start) == 0:
-        return np.zeros_like(t)
-    up = np.clip((t[None, :] - start[:, None]) / edge, 0, 1)
-    down = np.clip((start[:, None] + length[:, None] - t[None, :]) / edge, 0, 1)
-    return np.clip((up * down).sum(axis=0), 0, 1)
-
-
-def _valid_mask(rng, knobs: dict, n: int, low: bool) -> np.ndarray:
-    valid = np.ones(n, dtype=bool)
-    if low:
-        lo, hi = knobs["low_valid_frames"]
-        k = int(rng.integers(lo, hi + 1))
-        k = min(k, n)
-        start = int(rng.integers(0, n - k + 1))
-        valid[:] = False
-        valid[start : start + k] = True
-        return valid
-    b_lo, b_hi = knobs["noface_burst"]
-    n_bursts = rng.poisson(knobs["noface_frac"] * n / ((b_lo + b_hi) / 2))
-    starts = rng.integers(0, n, n_bursts)
-    lens = rng.integers(b_lo, b_hi + 1, n_bursts)
-    idx = np.arange(n)
-    if n_bursts:
-        valid &= ~((idx[None, :] >= starts[:, None]) & (idx[None, :] < (starts + lens)[:, None])).any(axis=0)
-    return valid
-
-
 def _video(row, knobs: dict, mix: dict, subj: dict, seed: int) -> dict[str, tuple]:
     """All four streams of one video: {stream: (features float16 (T, D), valid (T,), timestamps (T,))}."""
-    rng = np.random.default_rng([seed, int(row["index"])])
-    ne = len(EMOTIONS)
-    y = np.array([row["y_" + e] for e in EMOTIONS])
-    dur, fps, n_fr = float(row["duration"]), float(row["fps"]), int(row["n_frames"])
-    t_fr = np.arange(n_fr) / fps
+    tl = timeline(row, knobs, seed)
+    rng, dur, n_fr, t_fr, head, valid = tl.rng, tl.dur, tl.n_frames, tl.t_fr, tl.head, tl.valid
+    noise_mult = tl.noise_mult
     n_mfcc = 1 + int(round(dur * 16000)) // 256
     n_tok = n_mfcc // MFCC_PER_TOKEN
     t_mf = np.arange(n_tok * MFCC_PER_TOKEN) * MFCC_HOP_S
-
-    # expressive events: >= 1 per present emotion; count and duration independent of intensity
-    counts = 1 + rng.poisson(knobs["event_extra_mean"] * float(row["rate_mult"]), ne)
-    counts[y <= 0] = 0
-    emo = np.repeat(np.arange(ne), counts)
-    n_ev = len(emo)
-    width = rng.uniform(knobs["event_dur_min"], knobs["event_dur_max"], n_ev)
-    centre = rng.uniform(width / 4, dur - width / 4)
-    onehot = np.zeros((n_ev, ne))
-    onehot[np.arange(n_ev), emo] = 1.0
-    b_fr = _bumps(t_fr, centre, width)  # (n_ev, T)
-    b_mf = _bumps(t_mf, centre, width)  # (n_ev, M)
+    b_fr = bumps(t_fr, tl.centre, tl.width)  # (n_ev, T)
+    b_mf = bumps(t_mf, tl.centre, tl.width)  # (n_ev, M)
 
     def activation(stream, bumps):
-        jit = np.maximum(1.0 + knobs["amp_jitter"][stream] * rng.standard_normal(n_ev), 0.0)
-        amp = np.asarray(knobs["visibility"][stream])[emo] * y[emo] * jit
-        return bumps.T @ (onehot * amp[:, None])  # (T, 7)
+        return tl.activation(knobs["visibility"][stream], bumps, knobs["amp_jitter"][stream])
 
-    # nuisances: talking segments (with a ~4.5 Hz syllable modulation) and slow head motion
-    n_talk = rng.poisson(knobs["talk_rate"] * dur * float(row["talkativeness"]))
-    t_len = rng.uniform(*knobs["talk_dur"], n_talk)
-    t_start = rng.uniform(-0.5, dur, n_talk)
-    talk_amp = rng.uniform(0.5, 1.0)
-    syl_f, syl_ph = rng.uniform(3.5, 5.5), rng.uniform(0, 2 * np.pi)
-    ph_f, ph_ph = rng.uniform(1.5, 7.0, 3), rng.uniform(0, 2 * np.pi, 3)
-
-    def talking(t):
-        env = talk_amp * _segments(t, t_start, t_len)
-        mouth = env * (0.5 + 0.5 * np.sin(2 * np.pi * syl_f * t + syl_ph))
-        phon = env[:, None] * np.sin(2 * np.pi * ph_f[None, :] * t[:, None] + ph_ph[None, :])
-        return mouth, phon
-
-    head_f = rng.uniform(0.05, 0.6, (3, 3))
-    head_a = knobs["head_motion_amp"] * rng.uniform(0.2, 1.0, (3, 3)) / np.sqrt(3)
-    head_ph = rng.uniform(0, 2 * np.pi, (3, 3))
-    head = (head_a[None] * np.sin(2 * np.pi * head_f[None] * t_fr[:, None, None] + head_ph[None])).sum(axis=2)
-
-    valid = _valid_mask(rng, knobs, n_fr, bool(row["low_valid"]))
-    noise_mult = np.exp(knobs["noise_scale_sd"] * rng.standard_normal(4))
-    mouth_fr, _ = talking(t_fr)
+    mouth_fr, _ = tl.talking(t_fr)
     out = {}
     ts_fr = t_fr.astype(np.float32)
 
@@ -285,7 +217,7 @@ def _video(row, knobs: dict, mix: dict, subj: dict, seed: int) -> dict[str, tupl
     # audio: MFCC frames (32 coefficients) from emotion spectra + speech + identity + noise, stacked
     # 32 frames per token; token layout is (coefficient, frame) flattened, like librosa's (n_mfcc, frames).
     act = activation("audio", b_mf)
-    mouth_mf, phon = talking(t_mf)
+    mouth_mf, phon = tl.talking(t_mf)
     speech = ta["audio"] * np.concatenate([mouth_mf[:, None], phon], axis=1)
     m = act @ mix["aud_emo"] + speech @ mix["aud_talk"] + subj["audio"]
     m = m + (knobs["noise"]["audio"] * noise_mult[3]) * rng.standard_normal(m.shape)
@@ -308,7 +240,12 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
     Writes only into a new or empty folder, or one this generator started for the same preset, seed
     and knobs (`eri.data.synthetic.claim`): a user's own data is never overwritten. Resumable: videos
     whose four ``.npz`` files exist are skipped. Anything else is refused (`ConfigError`).
+    A ``*-faces`` preset writes face videos instead (`eri.data.synthetic.faces`).
     """
+    if preset in FACE_KNOBS:
+        from eri.data.synthetic.faces import generate_faces
+
+        return generate_faces(out, preset, seed, progress, **overrides)
     knobs = resolve_preset(preset, **overrides)
     seed = int(seed)
     out = Path(out)
@@ -326,20 +263,7 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
                 )
     plan = _plan(knobs, seed)
     mix = _mixing(knobs, seed)
-    split_name = plan["split"].map(SPLIT_NAMES)
-
-    info = pd.DataFrame({"File_ID": "[" + plan["File_ID"] + "]", "Split": split_name})
-    for e in EMOTIONS:
-        info[e] = plan["label_" + e]
-    info["Age"] = plan["Age"]
-    info["Country"] = plan["Country"]
-    atomic_write_text(out / "data_info.csv", info.to_csv(index=False))
-    targets = pd.DataFrame({"File_ID": plan["File_ID"]})
-    for e in EMOTIONS:
-        targets[e] = plan["y_" + e]
-    atomic_write_text(out / "targets.csv", targets.to_csv(index=False))
-    videos = plan[["File_ID", "split", "subject", "duration", "fps", "n_frames", "low_valid"]]
-    atomic_write_text(out / "videos.csv", videos.to_csv(index=False))
+    write_tables(out, plan)
 
     for s in ALL_STREAMS:
         store.write_meta(s, SYNTHETIC[s].replace(config_hash=chash, extra={"preset": preset, "seed": seed}))
@@ -377,10 +301,6 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
     for s in ALL_STREAMS:
         store.write_index(s, rows[s])
 
-    lab = plan[["label_" + e for e in EMOTIONS]].to_numpy()
-    tr = (plan["split"] == "train").to_numpy()
-    nvalid = pd.DataFrame(rows["holistic"])["n_valid"].to_numpy()
-    low = plan["low_valid"].to_numpy()
     summary = {
         "generator": "eri.data.synthetic",
         "version": GENERATOR_VERSION,
@@ -388,6 +308,36 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
         "seed": seed,
         "config_hash": chash,
         "knobs": knobs,
+        **dataset_stats(plan, pd.DataFrame(rows["holistic"])["n_valid"].to_numpy()),
+    }
+    atomic_write_text(out / "synthetic.json", json.dumps(summary, indent=2))
+    summary["_generated_now"] = n_new  # not persisted (keeps synthetic.json reproducible)
+    summary["_seconds"] = round(time.time() - t0, 2)
+    return summary
+
+
+def write_tables(out: Path, plan: pd.DataFrame) -> None:
+    """``data_info.csv`` (the labels, ABAW5 layout), ``targets.csv`` (the noiseless targets), ``videos.csv``."""
+    info = pd.DataFrame({"File_ID": "[" + plan["File_ID"] + "]", "Split": plan["split"].map(SPLIT_NAMES)})
+    for e in EMOTIONS:
+        info[e] = plan["label_" + e]
+    info["Age"] = plan["Age"]
+    info["Country"] = plan["Country"]
+    atomic_write_text(out / "data_info.csv", info.to_csv(index=False))
+    targets = pd.DataFrame({"File_ID": plan["File_ID"]})
+    for e in EMOTIONS:
+        targets[e] = plan["y_" + e]
+    atomic_write_text(out / "targets.csv", targets.to_csv(index=False))
+    videos = plan[["File_ID", "split", "subject", "duration", "fps", "n_frames", "low_valid"]]
+    atomic_write_text(out / "videos.csv", videos.to_csv(index=False))
+
+
+def dataset_stats(plan: pd.DataFrame, nvalid: np.ndarray) -> dict:
+    """The counts, ceiling, label and video statistics of ``synthetic.json`` (``nvalid``: face frames per video)."""
+    lab = plan[["label_" + e for e in EMOTIONS]].to_numpy()
+    tr = (plan["split"] == "train").to_numpy()
+    low = plan["low_valid"].to_numpy()
+    return {
         "counts": {
             s: {
                 "videos": int((plan["split"] == s).sum()),
@@ -406,18 +356,19 @@ def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: boo
                 float(1 - nvalid[~low].sum() / plan["n_frames"].to_numpy()[~low].sum()), 4),
         },
     }
-    atomic_write_text(out / "synthetic.json", json.dumps(summary, indent=2))
-    summary["_generated_now"] = n_new  # not persisted (keeps synthetic.json reproducible)
-    summary["_seconds"] = round(time.time() - t0, 2)
-    return summary
 
 
-def ensure_synthetic(root: str | Path, preset: str, seed: int = 0) -> Path:
+def ensure_synthetic(root: str | Path, preset: str, seed: int = 0, features: bool = True) -> Path:
     """Return ``root`` holding the complete synthetic dataset ``preset``/``seed``, generating it if needed.
 
     `ConfigError` when ``root`` holds a complete synthetic dataset of another preset or seed (or of an
-    older definition of the preset), or files the generator did not write (`generate`).
+    older definition of the preset), or files the generator did not write (`generate`). A ``*-faces``
+    preset holds videos: with ``features`` (training's call) a ConfigError says to extract them first.
     """
+    if preset in FACE_KNOBS:
+        from eri.data.synthetic.faces import ensure_faces
+
+        return ensure_faces(root, preset, seed, features)
     root = Path(root)
     have = read_json(root / "synthetic.json")  # None when missing or not JSON: generate() decides
     if have is not None and have.get("generator") == "eri.data.synthetic":

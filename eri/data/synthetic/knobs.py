@@ -50,6 +50,7 @@ TOKEN_S = MFCC_PER_TOKEN * MFCC_HOP_S  # 0.512 s
 
 _TAG = 4_000_000_000  # RNG stream tags above any video index
 _TAG_PLAN, _TAG_MIX, _TAG_SUBJECT = _TAG + 1, _TAG + 2, _TAG + 3
+_TAG_FACE, _TAG_FACE_SUBJECT = _TAG + 4, _TAG + 5  # face videos (faces.py): per-video and per-subject draws
 
 # ---------------------------------------------------------------------------------------------- knobs
 KNOB_DOCS: dict[str, str] = {
@@ -197,6 +198,47 @@ for _world, (_, _overlay) in WORLDS.items():
             _knobs = copy.deepcopy(PRESETS[_base])
             PRESETS[world_preset(_world, _size)] = {**_knobs, **(_overlay(_knobs) if callable(_overlay) else _overlay)}
 assert all(set(p) == set(KNOB_DOCS) for p in PRESETS.values()), "every knob needs a doc and a value"
+
+
+# Face videos (`eri.data.synthetic.faces`): presets whose folder holds rendered face videos, not features. Their
+# feature knobs above (plan, events, talking, head motion, missing faces) are in PRESETS like any preset's; the
+# knobs of the rendering are here, per preset.
+FACE_KNOB_DOCS: dict[str, str] = {
+    "canvas": "frame width and height in pixels, a multiple of 128 (libx264 then writes the same bytes every run: "
+              "narrower frames left row padding that changed them); MTCNN needs faces of >= 40 px",
+    "face_scale": "[min, max] of the per-video face size (aligned-crop unit in fractions of the canvas)",
+    "face_visibility": "7 gains: how strongly each emotion's events show as expression, AUs and valence/arousal "
+                       "(what the MMA heads name); low for Adoration and Empathic-Pain, as in the mma stream",
+    "face_jitter": "per-event relative jitter of the face's amplitude",
+    "cue_visibility": "{cue: 7 gains}: how strongly each emotion's events show through a cue no MMA head names: "
+                      "tears (streaks down the cheeks) and gaze (the pupils turned aside and down)",
+    "talk_gain": "how strongly talking opens the mouth (AUs 25, 26 and 10), the nuisance on the mouth",
+    "pose_drift": "[shift, rotation, scale] per unit of the plan's head-motion channels (canvas fraction, rad, "
+                  "relative)",
+    "lighting_drift": "[brightness (0-255), contrast (relative)] amplitude of the slow per-video lighting drift",
+    "pixel_noise": "sd of the per-pixel noise (0-255)",
+    "crf": "libx264 constant rate factor of the written videos (0 lossless; 12 visually lossless)",
+}
+_FACE_BASE: dict = {
+    "canvas": 128,
+    "face_scale": [0.45, 0.6],
+    #                   Ado   Amu  Anx  Dis  EmP  Fear Sur
+    "face_visibility": [0.3, 1.0, 0.6, 1.0, 0.25, 0.9, 1.0],
+    "face_jitter": 0.12,
+    "cue_visibility": {"tears": [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0], "gaze": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]},
+    "talk_gain": 0.6,
+    "pose_drift": [0.1, 0.3, 0.1],
+    "lighting_drift": [12.0, 0.1],
+    "pixel_noise": 3.0,
+    "crf": 12,
+}
+FACE_KNOBS: dict[str, dict] = {"tiny-faces": copy.deepcopy(_FACE_BASE), "small-faces": copy.deepcopy(_FACE_BASE)}
+_FACE_PLAN = {"fps_choices": [10.0], "fps_probs": [1.0]}  # a low frame rate: rendering costs per frame
+PRESETS["tiny-faces"] = {**copy.deepcopy(PRESETS["tiny"]), **_FACE_PLAN, "n_train": 24, "n_val": 8, "n_test": 8,
+                         "duration_min": 5.0, "duration_max": 8.0}
+PRESETS["small-faces"] = {**copy.deepcopy(PRESETS["hume-small"]), **_FACE_PLAN, "n_train": 400, "n_val": 120,
+                          "n_test": 120, "duration_min": 6.0, "duration_max": 10.0}
+assert all(set(p) == set(FACE_KNOB_DOCS) for p in FACE_KNOBS.values()), "every face knob needs a doc and a value"
 
 
 def resolve_preset(preset: str, **overrides) -> dict:
