@@ -80,3 +80,14 @@ def test_pcc_loss_on_a_batch_of_one_video_is_finite_without_gradient():
     pred = torch.rand(2, 7, requires_grad=True)  # two videos: a real correlation and a finite gradient
     pcc_loss(pred, torch.rand(2, 7)).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_the_table_shows_the_ceilings_it_has():
+    """A synthetic split too small for a ceiling records none (null): the table still prints, without it."""
+    from eri.training.metrics import format_table
+
+    res = {s: score(np.random.default_rng(i).random((30, 7)), np.random.default_rng(9).random((30, 7)))
+           for i, s in enumerate(("val", "test"))}
+    table = format_table(res, {"val": None, "test": 0.7})
+    ceiling = next(line for line in table.splitlines() if line.startswith("ceiling"))
+    assert ceiling.split()[1:] == ["nan", "0.7000"]

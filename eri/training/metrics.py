@@ -54,6 +54,7 @@ def format_table(results: dict[str, dict], ceiling: dict | None = None) -> str:
     if all("ci95" in results[s] for s in splits):
         cis = ", ".join(f"{s} {results[s]['ci95']['mean_pcc'][0]:.4f} to {results[s]['ci95']['mean_pcc'][1]:.4f}" for s in splits)
         lines.append(f"mean PCC 95% CI (bootstrap over videos): {cis}")
+    ceiling = {s: c for s, c in (ceiling or {}).items() if c is not None}  # none for a split too small to have one
     if ceiling:
         lines.append(f"{'ceiling':<15}" + "".join(f"{ceiling.get(s, float('nan')):>10.4f}" for s in splits))
         lines.append(
