@@ -140,7 +140,7 @@ def test_evaluate_predict_and_resume_refuse_a_pickled_checkpoint(trained, tmp_pa
 
 
 def test_weights_files_of_extractors_and_mma_backbones_are_refused(tmp_path, capsys):
-    from eri.mma.model import create_mma
+    from eri.models.mma import create_mma
 
     marker = tmp_path / "pwned"
     evil = evil_checkpoint(tmp_path / "weights.pth", marker)

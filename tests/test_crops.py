@@ -11,7 +11,8 @@ import pytest
 
 from eri.data.store import FeatureStore
 from eri.errors import ConfigError
-from eri.features.crops import FaceCrops, crop_count, read_crops
+from eri.data.crops import crop_count, read_crops
+from eri.features.crops import FaceCrops
 from eri.streams import StreamMeta
 
 MEDIA = importlib.util.find_spec("feat").origin.rsplit("/", 1)[0] + "/tests/data"

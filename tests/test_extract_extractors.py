@@ -95,7 +95,7 @@ def test_holistic_weight_errors_name_the_file(tmp_path):
 
 
 def test_mma_slot_runs_a_train_mma_checkpoint(tmp_path):
-    mma = pytest.importorskip("eri.mma.model")
+    mma = pytest.importorskip("eri.models.mma")
     spec = {"backbone": {"name": "small_resnet", "widths": [8, 16], "blocks": 1}, "crop_size": 64, "embed_dim": 16}
     torch.manual_seed(0)
     model = mma.create_mma(spec).eval()

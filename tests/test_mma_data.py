@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eri.mma.data import DataFormatError, FaceDataset, MixSampler, read_affectnet, read_affwild2, read_emotionet
-from eri.mma.model import AU_IDS, EXPRESSIONS
+from eri.models.mma import AU_IDS, EXPRESSIONS
 from eri.mma.synthetic import _write_jpeg, landmarks68, render_face, sample_labels, write_affwild2
 
 E = EXPRESSIONS.index

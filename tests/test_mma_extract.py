@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from eri.features.extractors import build_extractor
-from eri.mma.model import load_mma
+from eri.models.mma import load_mma
 from eri.mma.task import MMATask
 
 

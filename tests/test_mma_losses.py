@@ -8,7 +8,7 @@ import torch
 
 from eri.errors import ConfigError
 from eri.mma.losses import MMALoss, ccc, consistency_loss
-from eri.mma.model import AU_IDS, EXPRESSIONS, create_mma, expression_au_table
+from eri.models.mma import AU_IDS, EXPRESSIONS, create_mma, expression_au_table
 
 SMALL = {"backbone": {"name": "small_resnet", "widths": [8, 16]}, "crop_size": 32, "embed_dim": 16}
 

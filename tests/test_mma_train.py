@@ -10,7 +10,7 @@ import torch
 from eri.config import ConfigError
 from eri.mma.config import load_mma_config
 from eri.mma.data import read_emotionet
-from eri.mma.model import load_mma
+from eri.models.mma import load_mma
 from eri.mma.synthetic import write_affectnet, write_emotionet
 from eri.mma.train import train_mma
 

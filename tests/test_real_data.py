@@ -36,6 +36,7 @@ EXTRACT_TO_TRAIN = {
     "configs/extract/paper004.yaml": ["configs/hkust_gru_transformer.yaml", "configs/hkust_authors.yaml"],
     "configs/extract/mma.yaml": ["configs/mma_mrnnet.yaml"],
     "configs/extract/muse2022.yaml": ["configs/muse2022.yaml"],
+    "configs/extract/crops.yaml": ["configs/mma_mrnnet_e2e.yaml"],
 }
 SYNTHETIC_DEMOS = ["configs/demo.yaml"]  # the only training config that generates data (make demo)
 
@@ -120,7 +121,9 @@ def test_paper_configs_read_real_data_by_default():
             assert cfg.data.synthetic is None and "hume-small" not in cfg.data.root, path
             text = Path(path).read_text()
             assert "data.root=" in text, f"{path}: its header says how to point it at your data"
-            if path != "configs/muse2022.yaml" and path != "configs/offline.yaml":
+            if path == "configs/mma_mrnnet_e2e.yaml":  # pixels: the synthetic face videos
+                assert "data.root=data/tiny-faces data.synthetic=tiny-faces" in text, path
+            elif path != "configs/muse2022.yaml" and path != "configs/offline.yaml":
                 assert "data.root=data/hume-small data.synthetic=hume-small" in text, path
     assert load_config("configs/demo.yaml").data.synthetic == "hume-small"
     assert "tools/train.py --config configs/demo.yaml" in Path("Makefile").read_text()

@@ -84,7 +84,8 @@ def test_a_run_keeps_the_labels_it_was_scored_on_and_the_train_mean_follows(tiny
 def test_the_data_module_is_built_from_every_data_key_it_takes(tiny_root, tmp_path):
     takes = set(inspect.signature(ERIDataModule.__init__).parameters) - {"self"}
     fields = {f.name for f in dataclasses.fields(DataConfig)}
-    assert takes - fields == {"streams", "seed", "progress"}, "a data module argument no config key sets"
+    # streams and crops come from model.branches (crops: the streams crop-reading encoders take), seed from seed
+    assert takes - fields == {"streams", "crops", "seed", "progress"}, "a data module argument no config key sets"
     cfg = load_config("configs/demo.yaml", tiny_overrides(tiny_root, tmp_path, "data.batch_size=5", "data.eval_batch_size=7",
                                                           "data.min_valid_frames=9", "data.bucket=true", "data.cv.folds=4",
                                                           "data.cache=memmap", "seed=3"))

@@ -29,7 +29,7 @@ def real_crops(video: str | Path | None, size: int, fps: float, folder: Path) ->
 
     from eri.benchmarks.extraction import default_video
     from eri.features.config import load_extract_config
-    from eri.features.crops import read_crops
+    from eri.data.crops import read_crops
     from eri.features.pipeline import Extraction
 
     video = Path(video) if video else default_video()
@@ -78,7 +78,8 @@ def _rate(fn, n: int) -> tuple[float, object]:
 def measure(frames: np.ndarray, folder: Path, n_random: int = 64, seed: int = 0) -> pd.DataFrame:
     """One row per encoding: bytes/frame, random and whole-video read frames/s, max pixel error."""
     from eri.data.store import FeatureStore
-    from eri.features.crops import FaceCrops, read_crops
+    from eri.data.crops import read_crops
+    from eri.features.crops import FaceCrops
     from eri.streams import StreamMeta
 
     t, size = len(frames), frames.shape[1]

@@ -28,7 +28,7 @@ def families() -> dict:
     from eri.ensembles.combiners import COMBINERS
     from eri.features.extractors import EXTRACTORS
     from eri.mma.data import READERS as MMA_DATASETS
-    from eri.mma.model import BACKBONES
+    from eri.models.mma import BACKBONES
     from eri.models.encoders import ENCODERS
     from eri.models.fusion import FUSIONS
     from eri.search.ablate import TABLES

@@ -138,6 +138,7 @@ class ERIDataModule(L.LightningDataModule):
         cv: dict | None = None,
         cache: str = "memory",
         bucket: bool = False,
+        crops: dict | None = None,
     ):
         super().__init__()
         self.root, self.layout, self.streams = Path(root), layout, list(dict.fromkeys(streams))
@@ -161,6 +162,7 @@ class ERIDataModule(L.LightningDataModule):
         self.metas: dict[str, dict] = {}  # stream name -> its store metadata (meta.json)
         self._stats = None
         self._flags: dict[str, tuple[bool, bool]] = {}  # spec -> (constant, same in every training video)
+        self.crops = dict(crops or {})  # spec -> max_len of crop-taking encoders (eri.data.crops_dataset)
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True) -> "ERIDataModule":
@@ -169,10 +171,12 @@ class ERIDataModule(L.LightningDataModule):
         from omegaconf import OmegaConf
 
         from eri.config import streams_of
-
-        takes = set(inspect.signature(cls.__init__).parameters)
+        from eri.data.crops_dataset import crop_streams
+        takes = set(inspect.signature(cls.__init__).parameters) - {"crops"}
         data = OmegaConf.to_container(cfg.data, resolve=True)
-        return cls(**{k: v for k, v in data.items() if k in takes}, streams=streams_of(cfg), seed=cfg.seed, progress=progress)
+        branches = OmegaConf.to_container(cfg.model.branches, resolve=True)
+        return cls(**{k: v for k, v in data.items() if k in takes}, streams=streams_of(cfg), seed=cfg.seed, progress=progress,
+                   crops=crop_streams(branches, bool(cfg.data.standardize)))
 
     def label_table(self) -> pd.DataFrame:
         """The labels it scores with, as a run keeps them (`eri.runs.LABELS`): File_ID, split, the 7
@@ -187,8 +191,10 @@ class ERIDataModule(L.LightningDataModule):
         written only into a new or empty ``data.root`` (or one it started): never over a user's data."""
         if self.synthetic:
             from eri.data.synthetic import ensure_synthetic
+            from eri.data.synthetic.knobs import FACE_KNOBS
 
-            ensure_synthetic(self.root, self.synthetic, seed=self.synthetic_seed)
+            if not (self.crops and self.synthetic in FACE_KNOBS):  # those: eri.features.crops.extract_face_crops
+                ensure_synthetic(self.root, self.synthetic, seed=self.synthetic_seed)
         if self.cache == "memmap" and self.root.is_dir():
             from eri.data.packed import ensure_packed
 
@@ -204,6 +210,9 @@ class ERIDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        if self.crops:  # branches reading face crops: frames read lazily (eri.data.crops_dataset)
+            from eri.data.crops_dataset import setup_crops
+            return setup_crops(self, stage)
         if not self.root.is_dir():
             raise ConfigError(f"data.root: dataset root {self.root} does not exist: point data.root at your data "
                               "(README, \"Your data\"), or run configs/demo.yaml for the synthetic demo")

@@ -99,13 +99,18 @@ def read_video(source, vid: str, specs: list[str], per_frame: dict[str, bool], p
     return VideoInput(x, times, n_valid, list(dict.fromkeys(problems)))
 
 
-def spec_dim(spec: str, meta: StreamMeta | dict) -> int:
+def spec_dim(spec: str, meta: StreamMeta | dict, crops: bool = False) -> int:
     """Columns a stream spec selects from a stream of ``meta``'s width (a descriptor or its meta.json
     object); a slice that reaches past the width or selects nothing is a ConfigError (Python would
-    silently clip it, or build a 0-wide encoder)."""
+    silently clip it, or build a 0-wide encoder). ``crops``: the spec feeds an encoder that takes face crops
+    (`eri.data.crops_dataset`): it must be a whole crop stream."""
     name, cols = parse_stream(spec)
     d = meta.to_dict() if isinstance(meta, StreamMeta) else meta
-    if d.get("dtype") == "uint8" or d.get("extractor") == "crops":  # pixels: z-scoring them as features is meaningless
+    is_crops = d.get("dtype") == "uint8" or d.get("extractor") == "crops"
+    if crops and (not is_crops or cols != slice(None)):  # the end-to-end model's input: whole images
+        raise ConfigError(f"stream spec '{spec}' feeds an encoder that takes face crops: name a whole face-crop "
+                          "stream (extracted with configs/extract/crops.yaml)")
+    if is_crops and not crops:  # pixels: z-scoring them as features is meaningless
         raise ConfigError(f"stream '{name}' holds face-crop images, not features: crops feed the end-to-end model "
                           "(issue 21 item 3), not an ordinary branch")
     dim = int(meta.dim if isinstance(meta, StreamMeta) else meta["dim"])

@@ -12,7 +12,7 @@ Layout (what extraction writes for real videos and what the synthetic generator 
 
 File ids are stored without the brackets of `data_info.csv` (``[00001]`` -> ``00001``).
 
-A stream whose meta.json names a ``codec`` (face-crop images, `eri.features.crops`) is stored by that
+A stream whose meta.json names a ``codec`` (face-crop images, `eri.data.crops`) is stored by that
 codec instead: ``frames`` (+ ``offsets``) in place of ``features``; `CODECS` holds the codecs, which
 register themselves on import (so this module never imports eri.features).
 """
@@ -97,8 +97,10 @@ class FeatureStore:
         """The codec a stream's meta.json names (None: plain features); StoreError when it is not registered."""
         path = self.path(stream, "meta", ".json")
         name = self.stream_meta(stream).extra.get("codec") if path.exists() else None
+        if name == "crops" and name not in CODECS:
+            import eri.data.crops  # noqa: F401 (registers the face-crop codec)
         if name and name not in CODECS:
-            raise StoreError(f"{path}: codec '{name}' is not registered (import eri.features.crops)")
+            raise StoreError(f"{path}: codec '{name}' is not registered")
         return CODECS.get(name) if name else None
 
     def write_index(self, stream: str, rows: list[dict] | pd.DataFrame) -> None:

@@ -135,7 +135,8 @@ def extraction_config(metas: dict, device: str = "cpu", source: str = "the model
                 raise InputError(f"stream '{stream}' was extracted with other face/decode settings than another stream")
             faces, decode = m.faces, m.decode or {}
         conf = {k: v for k, v in (m.config or {}).items() if k != "device"}  # this machine's device applies
-        extractors.append({"name": m.extractor, "stream": stream, "dtype": m.dtype or "float32", "config": conf})
+        dtype = "float16" if m.dtype == "uint8" else m.dtype or "float32"  # crops: pixels travel as float16 rows
+        extractors.append({"name": m.extractor, "stream": stream, "dtype": dtype, "config": conf})
     update = {"extractors": extractors, "device": device, "layout": "folder",
               **({"faces": faces, "decode": decode} if faces else {})}
     return guard(lambda: OmegaConf.merge(OmegaConf.structured(ExtractConfig), update), "the model's extraction settings")

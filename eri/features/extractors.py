@@ -263,7 +263,7 @@ class PyFeatAU(Extractor):
 class MMAExtractor(Extractor):
     """Face crops -> the MMA model's 26 outputs [valence, arousal, 7 expression probs, 17 AU probs].
 
-    The model (`eri.mma`, trained by tools/train_mma.py) is loaded with ``eri.mma.model.load_mma`` from
+    The model (`eri.mma`, trained by tools/train_mma.py) is loaded with ``eri.models.mma.load_mma`` from
     ``weights``; crops are resized by the model's own ``preprocess``.
     """
 
@@ -279,7 +279,7 @@ class MMAExtractor(Extractor):
                 "and point `weights` at its checkpoint (a .ckpt from its run directory)."
             )
         try:
-            from eri.mma.model import load_mma
+            from eri.models.mma import load_mma
         except ImportError as e:
             raise ImportError(f"mma: eri.mma is not available ({e})") from e
         self.device, self.batch_size, self.weights = _device(device), int(batch_size), str(weights)

@@ -69,6 +69,11 @@ class Predictor:
         if ids is None:
             first = parse_stream(self.specs[0])[0]
             ids = list(source.index(first)["File_ID"])
+        from eri.data.crops_dataset import crop_streams, read_crop_video
+
+        crops = crop_streams(self.spec.branches)
+        if crops:  # an end-to-end model reads face crops, lazily (eri.data.crops_dataset)
+            return {vid: read_crop_video(source, vid, crops, self.per_frame, self.policy) for vid in ids}
         return {vid: read_video(source, vid, self.specs, self.per_frame, self.policy) for vid in ids}
 
     def predict_features(self, store, ids: list[str] | None = None, batch_size: int = 32,
@@ -189,7 +194,10 @@ def load_model(path: str | Path, device: str = "cpu") -> Predictor:
     from eri.features.config import check_stream_settings
 
     check_stream_settings(spec.streams, str(ckpt))  # faces.every_k: 0 is one line here, not a crash in extraction
-    model = spec.build()
+    from eri.models.e2e import weights_follow
+
+    with weights_follow():  # the file's weights replace any initialisation from other files (mma_rnn)
+        model = spec.build()
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in blob["state_dict"].items() if k.startswith("model.")})
     except RuntimeError as e:

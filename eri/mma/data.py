@@ -6,7 +6,7 @@ per-task masks); `FaceDataset` turns a row into the sample every dataset shares:
     {"image": uint8 (3, S, S), "va": (2,), "va_mask": bool, "expr": int64 (-1: none),
      "au": (17,), "au_mask": (17,) bool, "valid": bool}
 
-in our label spaces (`eri.mma.model.EXPRESSIONS`, `AU_IDS`). Faces with landmarks are aligned by
+in our label spaces (`eri.models.mma.EXPRESSIONS`, `AU_IDS`). Faces with landmarks are aligned by
 `eri.features.faces.align_face`, the code extraction uses, at ``align_size`` (extraction's crop
 size) and then resized to the model's crop size exactly as `MMANet.preprocess` resizes.
 
@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from eri.data.labels import LabelError, read_table
-from eri.mma.model import AU_IDS, EXPRESSIONS, resize_uint8
+from eri.models.mma import AU_IDS, EXPRESSIONS, resize_uint8
 from eri.registry import Registry
 
 N_AU = len(AU_IDS)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eri.mma.model import expression_au_table
+from eri.models.mma import expression_au_table
 from eri.training.losses import ccc
 
 LOSS_KEYS = ("va", "expr", "au", "consistency", "consistency_detach")

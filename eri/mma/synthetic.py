@@ -32,7 +32,7 @@ from eri.data.synthetic.claim import claim_folder, read_json
 from eri.data.synthetic.drawing import TEMPLATE, random_look, render_face  # noqa: F401  (re-exported)
 from eri.errors import ConfigError
 from eri.io import atomic_write_bytes, atomic_write_text
-from eri.mma.model import AU_IDS, EXPRESSIONS, expression_au_table
+from eri.models.mma import AU_IDS, EXPRESSIONS, expression_au_table
 
 VA_CENTRES = {
     "Neutral": (0.0, 0.0),

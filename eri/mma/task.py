@@ -17,7 +17,7 @@ from torchmetrics.regression import ConcordanceCorrCoef
 
 from eri.errors import ConfigError
 from eri.mma.losses import LOSS_KEYS, MMALoss
-from eri.mma.model import AU_IDS, CHECKPOINT_KEY, EXPRESSIONS, create_mma
+from eri.models.mma import AU_IDS, CHECKPOINT_KEY, EXPRESSIONS, create_mma
 from eri.training.task import configure_optimizer
 
 

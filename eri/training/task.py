@@ -66,7 +66,17 @@ class ERITask(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return configure_optimizer(self.parameters(), self.optim)
+        # modules with their own learning rate (eri.models.e2e: the MMA net) get their own optimiser group
+        own = [m.param_group(self.optim["lr"]) for m in self.model.modules() if hasattr(m, "param_group")]
+        if not own:
+            return configure_optimizer(self.parameters(), self.optim)
+        taken = {id(p) for g in own for p in g["params"]}
+        return configure_optimizer([{"params": [p for p in self.parameters() if id(p) not in taken]}, *own], self.optim)
+
+    def on_train_epoch_start(self) -> None:
+        for m in self.model.modules():  # e.g. freezing a backbone for the first epochs (eri.models.e2e)
+            if hasattr(m, "set_epoch"):
+                m.set_epoch(self.current_epoch)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

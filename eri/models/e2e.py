@@ -1,0 +1,239 @@
+"""Paper 000 end to end (issue 21 item 3): the MMA CNN per frame, then the masked RNN, trained jointly.
+
+Encoder ``mma_rnn`` reads a face-crop stream (`eri.features.crops`): (B, T, S*S*3) pixels (uint8 values as
+float) + lengths. Per video it keeps the frames the masked RNN would keep (`fit_to_length`, before any
+pixel reaches the CNN), runs the MMA net (`eri.models.mma.create_mma`) on each valid frame, takes its 26-d
+head output (``features: outputs26``, what regime 1 extracts as the ``mma`` stream) or its pooled backbone
+features (``features: backbone``), and feeds `MaskedRNN` (the class itself, not a copy).
+
+Why this shape:
+- Memory at L = 480 and batch 4 is bounded by ``train_frames``: in a training step only that many
+  randomly drawn valid frames per video (torch's seeded RNG) pass the CNN with gradients; the others pass
+  it under ``no_grad``, so the RNN still sees every step (as at scoring) and activation memory does not
+  grow with the length. ``checkpoint_frames`` instead recomputes the CNN over frame chunks in backward
+  (all frames get gradients; about 1.3x the compute); both together are allowed. The data side reads at
+  most L frames per video (`eri.data.crops_dataset`). BatchNorm updates its running statistics from every
+  chunk, with or without gradient (a checkpointed chunk updates them twice: a known PyTorch effect).
+- Initialisation as the paper: ``mma_checkpoint`` (a `tools/train_mma.py` checkpoint, `load_mma`, loaded
+  with weights_only=True; its architecture must match ``mma``) and ``rnn_from_run`` (a regime-1 run's
+  ``model.ckpt``: its masked_rnn GRU and FC, and its branch's standardisation of the 26-d stream, which
+  this encoder then applies to the CNN outputs). The fusion head is not copied. A model file rebuilds the
+  encoder under `weights_follow` (its weights replace any init), so neither file is needed to predict.
+- ``backbone_lr_scale``: the MMA net's own learning rate (lr x scale), a second optimiser group
+  (`param_group`, read by `eri.training.task`); ``freeze_backbone_epochs``: the MMA net is frozen (no
+  gradient, BatchNorm in eval mode) for the first epochs (`set_epoch`, called by the task).
+- On a GPU the CNN runs under bf16 autocast in channels_last.
+- The MMA multi-task loss as an auxiliary term is not implemented (no per-frame MMA labels in ERI data).
+
+A step that is not a square RGB image (D != 3 S^2) is read as a one-row grey strip (repeated to 3
+channels), so the encoder also runs on any per-step vector: the shared encoder tests feed 5- and 6-d steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from contextvars import ContextVar
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from eri.errors import CheckpointError, ConfigError
+from eri.models.encoders import ENCODERS, MaskedRNN, fit_to_length, step_mask
+
+_INIT = ContextVar("mma_rnn_init", default=True)
+
+
+@contextlib.contextmanager
+def weights_follow():
+    """Build models without reading ``mma_checkpoint`` / ``rnn_from_run``: their weights come from a model file."""
+    token = _INIT.set(False)
+    try:
+        yield
+    finally:
+        _INIT.reset(token)
+
+
+def _mma(backbone: dict, embed: int) -> dict:
+    return {"backbone": backbone, "embed_dim": embed}
+
+
+@ENCODERS.register(
+    "mma_rnn",  # paper 000 end to end: MMA CNN per frame -> masked RNN, trained jointly (input: a crops stream)
+    presets={
+        "paper": {"mma": {**_mma({"name": "resnet18"}, 256), "crop_size": 112}, "hidden": 128, "max_len": 480,
+                  "fc_dim": 32, "train_frames": 32, "chunk": 128},
+        "demo": {"mma": _mma({"name": "small_resnet", "widths": [16, 32, 64]}, 64), "hidden": 64, "max_len": 480,
+                 "fc_dim": 32, "train_frames": 32, "chunk": 128},
+        "tiny": {"mma": _mma({"name": "small_resnet", "widths": [8, 16]}, 16), "hidden": 16, "max_len": 480,
+                 "fc_dim": 32, "train_frames": 8, "chunk": 256},
+    },
+    knobs={"hidden": "hidden", "layers": "rnn_layers"},
+)
+class MMARNN(nn.Module):
+    """MMA CNN per frame -> `MaskedRNN` (module docstring). ``out_dim`` = ``fc_dim``."""
+
+    takes_crops = True  # its stream is a face-crop stream (eri.data.crops_dataset), not features
+
+    def __init__(self, in_dim: int, mma: dict | None = None, features: str = "outputs26", hidden: int = 128,
+                 max_len: int = 480, fc_dim: int = 32, rnn: str = "gru", rnn_layers: int = 1, mask: bool = True,
+                 routing: bool = True, long_videos: str = "subsample", fc_activation: str = "relu",
+                 train_frames: int = 0, checkpoint_frames: bool = False, chunk: int = 128,
+                 freeze_backbone_epochs: int = 0, backbone_lr_scale: float = 0.1,
+                 mma_checkpoint: str | None = None, rnn_from_run: str | None = None):
+        super().__init__()
+        from eri.models.mma import create_mma
+
+        if features not in ("outputs26", "backbone"):
+            raise ValueError(f"features must be 'outputs26' or 'backbone', got {features!r}")
+        if train_frames < 0 or chunk < 1 or freeze_backbone_epochs < 0 or backbone_lr_scale < 0:
+            raise ValueError("train_frames, freeze_backbone_epochs, backbone_lr_scale >= 0 and chunk >= 1")
+        side = math.isqrt(in_dim // 3)
+        self.side = side if 3 * side * side == in_dim else 0  # 0: a grey strip (module docstring)
+        spec = copy.deepcopy(dict(mma or _mma({"name": "small_resnet"}, 64)))
+        spec.setdefault("crop_size", self.side or 1)
+        self.mma = create_mma(spec)
+        width = 26 if features == "outputs26" else self.mma.backbone.out_dim
+        self.features, self.max_len, self.long_videos = features, int(max_len), long_videos
+        self.train_frames, self.checkpoint_frames, self.chunk = int(train_frames), bool(checkpoint_frames), int(chunk)
+        self.freeze_backbone_epochs, self.backbone_lr_scale = int(freeze_backbone_epochs), float(backbone_lr_scale)
+        self.rnn = MaskedRNN(width, hidden, max_len, fc_dim, rnn, rnn_layers, mask, routing, long_videos, fc_activation)
+        self.out_dim = self.rnn.out_dim
+        self.register_buffer("feat_mean", torch.zeros(width))  # the regime-1 run's standardisation (rnn_from_run)
+        self.register_buffer("feat_std", torch.ones(width))
+        self.frozen = self.freeze_backbone_epochs > 0
+        self.grad_frames = 0  # frames that passed the CNN with gradients in the last forward (tests, memory)
+        self._channels_last = False
+        if _INIT.get():
+            if mma_checkpoint:
+                self._load_mma(mma_checkpoint)
+            if rnn_from_run:
+                self._load_rnn(rnn_from_run)
+        self._set_frozen(self.frozen)
+
+    # ------------------------------------------------------------------ init
+    def _load_mma(self, path: str) -> None:
+        from eri.models.mma import load_mma
+
+        try:
+            self.mma.load_state_dict(load_mma(path).state_dict())
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: its MMA net does not fit encoder mma_rnn's `mma` architecture "
+                                  f"({str(e).splitlines()[0][:200]})") from None
+
+    def _load_rnn(self, run: str) -> None:
+        from eri.io import load_torch
+
+        path = Path(run) / "model.ckpt" if Path(run).is_dir() else Path(run)
+        state = load_torch(path, "regime-1 model file (rnn_from_run)")
+        state = state.get("state_dict", {}) if isinstance(state, dict) else {}
+        heads = [k[: -len("encoder.rnn.weight_ih_l0")] for k in state if k.endswith("encoder.rnn.weight_ih_l0")]
+        if not heads:
+            raise CheckpointError(f"{path}: no masked_rnn branch to initialise mma_rnn's RNN from (rnn_from_run)")
+        own = {k: v for k, v in state.items() if k.startswith(heads[0] + "encoder.") and
+               k[len(heads[0] + "encoder."):].split(".")[0] in ("rnn", "fc")}
+        try:
+            self.rnn.load_state_dict({k[len(heads[0] + "encoder."):]: v for k, v in own.items()})
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: its masked RNN does not fit mma_rnn's ({str(e).splitlines()[0][:200]})") from None
+        mean, std = state.get(heads[0] + "mean"), state.get(heads[0] + "std")
+        if mean is not None and std is not None and mean.shape == self.feat_mean.shape:
+            self.feat_mean.copy_(mean)
+            self.feat_std.copy_(std)
+
+    # ------------------------------------------------------------- training hooks
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the task at each training epoch: freeze the MMA net for the first epochs."""
+        self._set_frozen(epoch < self.freeze_backbone_epochs)
+
+    def _set_frozen(self, frozen: bool) -> None:
+        self.frozen = bool(frozen)
+        for p in self.mma.parameters():
+            p.requires_grad_(not self.frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.mma.eval()  # frozen: BatchNorm's running statistics stay as loaded
+        return self
+
+    def param_group(self, lr: float) -> dict:
+        """The MMA net's optimiser group: its own, smaller learning rate."""
+        return {"params": list(self.mma.parameters()), "lr": lr * self.backbone_lr_scale}
+
+    # ------------------------------------------------------------------ forward
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, D) pixel values 0..255 -> the MMA net's normalised (N, 3, s, s) input."""
+        from eri.models.mma import resize_uint8
+
+        if not self.side:
+            return self.mma.normalize(pixels[:, None, None, :].expand(-1, 3, -1, -1))
+        x = pixels.reshape(len(pixels), self.side, self.side, 3).permute(0, 3, 1, 2)
+        if self.mma.crop_size != self.side:  # as MMANet.preprocess: resize the uint8 image
+            x = resize_uint8(x.round().clamp(0, 255).to(torch.uint8), self.mma.crop_size)
+        x = self.mma.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last if x.is_cuda else torch.contiguous_format)
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            out = self.mma.outputs26(x) if self.features == "outputs26" else self.mma.backbone_features(x)
+        return out.float()
+
+    def _run(self, pixels: torch.Tensor, grad: bool) -> torch.Tensor:
+        if pixels.is_cuda and not self._channels_last:
+            self.mma.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        outs = []
+        for c in pixels.split(self.chunk):
+            if not grad:
+                with torch.no_grad():
+                    outs.append(self._net(self.images(c)))
+            elif self.checkpoint_frames:
+                outs.append(checkpoint(lambda c: self._net(self.images(c)), c, use_reentrant=False))
+            else:
+                outs.append(self._net(self.images(c)))
+        return torch.cat(outs) if outs else pixels.new_zeros(0, self.feat_mean.shape[0])
+
+    def frame_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) pixels -> (B, T, F) per-frame MMA outputs (zeros on padded steps), standardised as
+        the regime-1 run was (identity unless ``rnn_from_run``)."""
+        valid = step_mask(lengths, x.shape[1])
+        pixels = x[valid]
+        grad = valid & (self.training and not self.frozen and torch.is_grad_enabled())
+        if bool(grad.any()) and 0 < self.train_frames:  # a random subset of each video's valid frames
+            score = torch.rand(valid.shape, device=x.device).masked_fill(~valid, 2.0)
+            rank = score.argsort(dim=1).argsort(dim=1)
+            grad = grad & (rank < self.train_frames)
+        with_grad = grad[valid]
+        self.grad_frames = int(with_grad.sum())
+        idx_n, idx_g = (~with_grad).nonzero()[:, 0], with_grad.nonzero()[:, 0]
+        feats = torch.cat([self._run(pixels[idx_n], False), self._run(pixels[idx_g], True)])
+        feats = (feats - self.feat_mean) / self.feat_std
+        # row of each (video, step) in feats (valid frames in order), or the zero row for padding: plain indexing
+        row = torch.full((valid.numel(),), len(feats), dtype=torch.long, device=x.device)
+        row[valid.flatten().nonzero()[:, 0]] = torch.cat([idx_n, idx_g]).argsort()
+        feats = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])
+        return feats[row].view(*valid.shape, feats.shape[1])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x, lengths = fit_to_length(x, lengths, self.max_len, self.long_videos)  # the frames the RNN keeps
+        return self.rnn(self.frame_features(x, lengths), lengths)
+
+    def routing_masks(self):
+        return self.rnn.routing_masks()
+
+
+def takes_crops(encoder: dict) -> bool:
+    """Whether a branch's encoder config names an encoder that reads a face-crop stream."""
+    name = encoder.get("name") if isinstance(encoder, dict) else None
+    return name in ENCODERS and bool(getattr(ENCODERS.resolve(name), "takes_crops", False))
+
+
+def check_crop_config(branches: list, standardize: bool) -> None:
+    if standardize and any(takes_crops(dict(b["encoder"])) for b in branches):
+        raise ConfigError("data.standardize: a branch reads face crops (encoder mma_rnn): z-scoring pixels is "
+                          "meaningless; set data.standardize=false (configs/mma_mrnnet_e2e.yaml does)")
