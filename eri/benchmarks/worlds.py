@@ -136,9 +136,12 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
               f"ensemble ({seeds} seeds)": ensemble}
     vals = {"demo": val["demo seed 0"], "demo-004": val["demo-004"], f"best single stream ({single.split()[0]})": val[single],
             "mean pooling": val["mean pooling"], "masked RNN (mma)": val["masked RNN (mma)"], f"ensemble ({seeds} seeds)": None}
-    rows = [{"world": world, "model": m, **_score(p, y), "ceiling": ceiling,
-             "of_ceiling": round(_score(p, y)["test_mean_pcc"] / ceiling, 3) if ceiling else None,
-             "val_mean_pcc": None if vals[m] is None else round(vals[m], 4)} for m, p in models.items()]
+    rows = []
+    for m, p in models.items():  # one bootstrap per model
+        scored = _score(p, y)
+        rows.append({"world": world, "model": m, **scored, "ceiling": ceiling,
+                     "of_ceiling": round(scored["test_mean_pcc"] / ceiling, 3) if ceiling else None,
+                     "val_mean_pcc": None if vals[m] is None else round(vals[m], 4)})
     pairs = []
     for a, b in (("demo", f"best single stream ({single.split()[0]})"), ("demo-004", "demo"),
                  (f"ensemble ({seeds} seeds)", "demo")):
@@ -148,11 +151,16 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
     return rows, pairs
 
 
+def _model_key(name: str) -> str:
+    """A row's model across worlds: "best single stream (au)" and "(audio)" are one model."""
+    return name.split(" (")[0] if name.startswith("best") else name
+
+
 def markdown(rows: list[dict], pairs: list[dict]) -> str:
     """Models x worlds (test mean PCC [95% CI], share of the ceiling), then the paired differences."""
     worlds = list(dict.fromkeys(r["world"] for r in rows))
-    models = list(dict.fromkeys(r["model"].split(" (")[0] if r["model"].startswith("best") else r["model"] for r in rows))
-    cell = {(r["world"], r["model"].split(" (")[0] if r["model"].startswith("best") else r["model"]): r for r in rows}
+    models = list(dict.fromkeys(_model_key(r["model"]) for r in rows))
+    cell = {(r["world"], _model_key(r["model"])): r for r in rows}
     ceil = {r["world"]: r["ceiling"] for r in rows}
     out = ["| model | " + " | ".join(worlds) + " |", "| --- |" + " --- |" * len(worlds),
            "| ceiling | " + " | ".join(f"{ceil[w]:.3f}" if ceil[w] else "" for w in worlds) + " |"]
@@ -182,13 +190,13 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     worlds = list(dict.fromkeys(r["world"] for r in rows))
-    models = list(dict.fromkeys(r["model"].split(" (")[0] if r["model"].startswith("best") else r["model"] for r in rows))
+    models = list(dict.fromkeys(_model_key(r["model"]) for r in rows))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(worlds), 4))
     width = 0.8 / len(models)
     for k, m in enumerate(models):
         xs, ys, err = [], [], []
         for i, w in enumerate(worlds):
-            r = next((r for r in rows if r["world"] == w and (r["model"] == m or r["model"].startswith(m + " ("))), None)
+            r = next((r for r in rows if r["world"] == w and _model_key(r["model"]) == m), None)
             if r is None or not r["ceiling"]:
                 continue
             xs.append(i + (k - (len(models) - 1) / 2) * width)
