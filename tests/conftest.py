@@ -3,6 +3,7 @@ need learnable signal), and the synthetic `tiny` preset (for end-to-end tests)."
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -58,6 +59,34 @@ def tiny_root(tmp_path_factory) -> Path:
     from eri.data.synthetic import ensure_synthetic
 
     return ensure_synthetic(tmp_path_factory.mktemp("synthetic") / "tiny", "tiny", seed=0)
+
+
+# tiny-faces shrunk to 14 short videos: what the end-to-end tests (test_mma_e2e.py, test_ablate.py) train on
+FACES = {"n_train": 6, "n_val": 4, "n_test": 4, "duration_min": 5.5, "duration_max": 6.0}
+
+
+@contextlib.contextmanager
+def faces_preset():
+    """The `tiny-faces` preset shrunk to FACES while the block runs (the generator checks its knobs on every use)."""
+    from eri.data.synthetic import PRESETS
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "tiny-faces", {**PRESETS["tiny-faces"], **FACES})
+        yield
+
+
+@pytest.fixture(scope="session")
+def faces_root(tmp_path_factory) -> Path:
+    """The shrunk tiny-faces videos and their crops stream, made once per session as training makes them."""
+    from eri.config import load_config
+    from eri.training.run import prepared_datamodule
+
+    root = tmp_path_factory.mktemp("faces") / "D"
+    with faces_preset():
+        prepared_datamodule(load_config("configs/mma_mrnnet_e2e.yaml", [f"data.root={root}", "data.synthetic=tiny-faces",
+                                                                          "model.preset=tiny", "data.min_valid_frames=10"]),
+                            "fit", progress=False)
+    return root
 
 
 def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Ablation tables on the `tiny` preset: every table end to end, row caching by resolved config,
-seeds (mean and std), failing rows, and the column slices the tables rely on."""
+seeds (mean and std), failing rows, and the column slices the tables rely on. Table 000-e2e (its own data:
+face videos) has its own tests at the end, names holding ``mma_e2e``."""
 
 import json
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import faces_preset
 from eri.data.datamodule import ERIDataModule
 from eri.data.store import FeatureStore
 from eri.search.ablate import TABLES, Row, Table, resolve, run_table
@@ -58,6 +60,9 @@ def test_cache_key_follows_the_synthetic_generator(monkeypatch):
     assert run_key(resolve(t, t.rows[0], "tiny", 0)) != before
 
 
+FEATURE_TABLES = {n: t for n, t in TABLES.items() if not t.data}  # what --table all runs
+
+
 @pytest.fixture(scope="module")
 def all_tables(tmp_path_factory, tiny_root):
     out = tmp_path_factory.mktemp("ablate")
@@ -68,8 +73,8 @@ def all_tables(tmp_path_factory, tiny_root):
 
 def test_every_table_is_written(all_tables):
     out, code = all_tables
-    assert code == 0
-    for name, table in TABLES.items():
+    assert code == 0 and "000-e2e" not in FEATURE_TABLES and not (out / "000-e2e").exists()
+    for name, table in FEATURE_TABLES.items():
         folder = out / name
         df = pd.read_csv(folder / "table.csv")
         assert df["row"].tolist() == [r.name for r in table.rows] and (df["seeds"] == 1).all()
@@ -102,7 +107,7 @@ def test_every_table_is_written(all_tables):
 def test_rerun_trains_nothing(all_tables, tiny_root):
     out, _ = all_tables
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")}
-    for name in TABLES:
+    for name in FEATURE_TABLES:
         assert run_table(TABLES[name], preset="tiny", out=out, data_root=str(tiny_root), progress=None,
                          runs=out / "runs")["trained"] == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")} == before
@@ -128,3 +133,85 @@ def test_seeds_changed_rows_and_failing_rows(tmp_path, tiny_root):
     rows[1] = Row("mma", None, {"visual": ["mma"]}, overlay={"optim.lr": 0.002})  # only this row changed
     again = run_table(Table("t", "test table", "004", rows), **kw)
     assert again["trained"] == 2 and again["rows"][0]["val_mean"] == au["val_mean"]
+
+
+# ------------------------------------------------------------------------------ 000-e2e: regime 1 against end to end
+@pytest.fixture(scope="module")
+def e2e_table(faces_root, tmp_path_factory):
+    """Table 000-e2e at `tiny` on tiny-faces shrunk to 14 short videos (conftest.FACES), 1 epoch, 1 seed, then rerun."""
+    out = tmp_path_factory.mktemp("e2e")
+    (out / "faces").symlink_to(faces_root, target_is_directory=True)
+    argv = ["--table", "000-e2e", "--preset", "tiny", "--out", str(out), "--runs", str(out / "runs"),
+            "--data-root", str(out / "faces")]
+    with faces_preset():
+        code = ablate_main(argv)
+        mma = {p: p.stat().st_mtime_ns for p in (out / "runs" / "000-e2e").rglob("*.ckpt")}
+        again = run_table(TABLES["000-e2e"], preset="tiny", out=out, data_root=str(out / "faces"), progress=None,
+                          runs=out / "runs")
+        assert {p: p.stat().st_mtime_ns for p in (out / "runs" / "000-e2e").rglob("*.ckpt")} == mma
+    return out, code, again
+
+
+def test_mma_e2e_table_trains_its_rows_against_regime_1(e2e_table):
+    out, code, again = e2e_table
+    table = TABLES["000-e2e"]
+    assert code == 0 and again["trained"] == 0  # the rerun reads every row and the shared files
+    df = pd.read_csv(out / "000-e2e" / "table.csv").set_index("row")
+    assert df.index.tolist() == [r.name for r in table.rows] and table.reference == df.index[0]
+    assert (df["seeds"] == 1).all() and df["error"].isna().all() and np.isfinite(df["val_mean"]).all()
+    assert df["test_diff"].iloc[1:].notna().all() and np.isnan(df["test_diff"].iloc[0])
+    configs = {r: json.loads((out / "runs" / df.loc[r, "runs"] / "metrics.json").read_text()) for r in df.index}
+    assert all(np.isfinite(m["test"]["mean_pcc"]) for m in configs.values())
+
+
+def _run_state(out, df, row):
+    from eri.io import load_torch
+
+    return load_torch(out / "runs" / df.loc[row, "runs"] / "model.ckpt")["state_dict"]
+
+
+def test_mma_e2e_table_frozen_row_is_regime_1s_path(e2e_table):
+    """The backbone-frozen row ends with the checkpoint's MMA net (BatchNorm statistics included), while
+    regime 2's has moved; and its RNN reads regime 1's stream (same crops, same standardisation)."""
+    import torch
+
+    import eri
+    from eri.data.crops import read_crops
+    from eri.io import load_torch
+    from eri.search.e2e_table import REFERENCE, ROWS
+
+    out, _, _ = e2e_table
+    df = pd.read_csv(out / "000-e2e" / "table.csv").set_index("row")
+    ckpt = next((out / "runs" / "000-e2e").glob("mma-*/checkpoints/best-*.ckpt"))
+    start = {k[len("model."):]: v for k, v in load_torch(ckpt)["state_dict"].items() if k.startswith("model.")}
+    prefix = "model.branches.face.encoder.mma."
+    frozen, regime2 = _run_state(out, df, ROWS[3][0]), _run_state(out, df, ROWS[1][0])
+    assert {k[len(prefix):] for k in frozen if k.startswith(prefix)} == set(start)
+    for k, v in start.items():
+        torch.testing.assert_close(frozen[prefix + k], v, rtol=0, atol=0)
+    assert any(not torch.equal(regime2[prefix + k], v) for k, v in start.items() if v.is_floating_point())
+    regime1 = _run_state(out, df, REFERENCE)
+    mean, std = regime1["model.branches.mma.mean"], regime1["model.branches.mma.std"]
+    torch.testing.assert_close(frozen["model.branches.face.encoder.feat_mean"], mean)
+    # the frozen row's per-frame RNN input, un-standardised, is the stored regime-1 stream of the same video
+    enc = eri.load_model(out / "runs" / df.loc[ROWS[3][0], "runs"]).model.branches["face"].encoder.eval()
+    stream = next(p.name for p in (out / "faces" / "features").iterdir() if p.name.startswith("mma_"))
+    vid = FeatureStore(out / "faces").index(stream)["File_ID"].astype(str).iloc[0]
+    pixels, valid, _ = read_crops(out / "faces", "crops", vid)
+    x = torch.as_tensor(pixels[valid].reshape(1, int(valid.sum()), -1), dtype=torch.float32)
+    with torch.no_grad():
+        feats = enc.frame_features(x, torch.tensor([x.shape[1]]))[0] * std + mean
+    raw, ok = FeatureStore(out / "faces").load(stream, vid)
+    torch.testing.assert_close(feats, torch.as_tensor(raw[ok], dtype=torch.float32), rtol=0, atol=2e-3)
+
+
+def test_mma_e2e_table_real_preset_names_what_is_missing(e2e_table, tmp_path):
+    from eri.errors import ConfigError
+
+    out, _, _ = e2e_table
+    kw = dict(preset="real", out=tmp_path, data_root=str(tmp_path), progress=None, runs=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="needs your MMA checkpoint: --mma-checkpoint"):
+        run_table(TABLES["000-e2e"], **kw)
+    ckpt = next((out / "runs" / "000-e2e").glob("mma-*/checkpoints/best-*.ckpt"))
+    with pytest.raises(ConfigError, match=r"needs the face crops: .*features/crops not found"):
+        run_table(TABLES["000-e2e"], **kw, inputs={"mma_checkpoint": str(ckpt)})

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import faces_preset
 from eri.features.crops import CROPS_EXTRACTION
 from eri.models import ENCODERS
 from eri.models.presets import encoder_preset
@@ -89,15 +90,13 @@ def test_mma_e2e_auto_extraction_is_configs_extract_crops():
 
 
 @pytest.fixture(scope="module")
-def faces_run(tmp_path_factory):
-    """The acceptance command on tiny-faces shrunk to 14 short videos, tiny preset, 1 epoch."""
+def faces_run(faces_root, tmp_path_factory):
+    """The acceptance command on tiny-faces shrunk to 14 short videos (conftest.FACES), tiny preset, 1 epoch."""
     from eri.commands.train import main as train_main
-    from eri.data.synthetic import PRESETS
 
     tmp = tmp_path_factory.mktemp("e2e")
-    small = {"n_train": 6, "n_val": 4, "n_test": 4, "duration_min": 5.5, "duration_max": 6.0}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(PRESETS, "tiny-faces", {**PRESETS["tiny-faces"], **small})
+    (tmp / "D").symlink_to(faces_root, target_is_directory=True)
+    with faces_preset():
         assert train_main(["--config", "configs/mma_mrnnet_e2e.yaml", f"data.root={tmp / 'D'}", "data.synthetic=tiny-faces",
                            "trainer.max_epochs=1", "model.preset=tiny", "data.min_valid_frames=10",
                            f"out={tmp / 'run'}", "trainer.progress_bar=false"]) in (0, None)
@@ -125,3 +124,20 @@ def test_mma_e2e_predicts_a_rendered_video_from_the_model_file(faces_run, tmp_pa
     values = row[["Adoration", "Amusement", "Anxiety", "Disgust", "Empathic-Pain", "Fear", "Surprise"]].to_numpy(float)
     assert np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()
     assert (tmp_path / "p" / "store" / "features").is_dir()
+
+
+def test_mma_e2e_benchmark_counts_gradient_frames_and_their_flops():
+    """`eri benchmark e2e`'s rows (tiny, in process): ``frames=K`` gives K frames per video gradients, each
+    costing the probe's (with grad - without) FLOPs more than a frame without; a mode over --max-gb is skipped."""
+    from eri.benchmarks.e2e import hume_flops, measure
+
+    kw = dict(size="tiny", batch=2, length=12, frames=12, steps=1, threads=1, side=16, max_gb=1.0)
+    rows = {k: measure(mode=f"frames={k}", **kw) for k in (3, 6)}
+    assert [rows[k]["grad_frames_per_video"] for k in (3, 6)] == [3, 6]
+    g, h = rows[3]["gflops_per_grad_frame"], rows[3]["gflops_per_frame_nograd"]
+    assert g > 2 * h  # a backward pass costs about two forward passes
+    assert rows[6]["gflops_per_video"] - rows[3]["gflops_per_video"] == pytest.approx(3 * (g - h), rel=1e-3)
+    # the H200 estimate at another length: frames beyond K cost a forward pass only
+    assert hume_flops(rows[3], n=20) - hume_flops(rows[3], n=12) == pytest.approx(8 * h * 1e9, rel=1e-6)
+    skipped = measure(mode="all", **{**kw, "max_gb": 1e-6})
+    assert skipped["note"].startswith("skipped") and "train_videos_per_s" not in skipped

@@ -5,9 +5,9 @@ changes one hard thing (clip length, event density, nuisances, training-set size
 its own ceiling. In every world the same rows are trained through the shared run cache
 (`eri.training.cache`: a finished run is re-read, never retrained, so workers and reruns share them):
 
-- ``demo``: `configs/demo.yaml` (seed 0), and ``demo-004``: the demo with paper 004's choices (the
-  `004-demo-authors` ablation row), the candidate for the next demo;
-- the four single-stream models (the demo's encoder, one stream each); ``best single stream`` is the one
+- ``demo``: `configs/demo.yaml` (seed 0), and ``previous demo``: the demo until 2026-12-03 (the
+  `004-demo-authors` ablation row; paper 004's choices were promoted into the demo on the worlds' val);
+- the four single-stream models (the demo's encoder and head, one stream each); ``best single stream`` is the one
   with the best **val** mean PCC, so its test score is honest;
 - ``mean pooling``: the demo with every encoder a masked mean (`mean_pool`);
 - ``masked RNN (mma)``: paper 000's `configs/mma_mrnnet.yaml` on the mma stream (batch 16, 12 epochs at
@@ -15,7 +15,7 @@ its own ceiling. In every world the same rows are trained through the shared run
 - ``ensemble (N seeds)``: the mean of the demo's test predictions over seeds 0..N-1 (no fitted weights).
 
 Every score is test mean PCC with its 95% bootstrap interval. The paired comparisons (demo - best single
-stream, demo-004 - demo, ensemble - demo) are paired bootstraps over the same test videos.
+stream, demo - previous demo, ensemble - demo) are paired bootstraps over the same test videos.
 ``--size tiny`` (tiny split sizes, `tiny` encoders, 1 epoch) is what the tests run; ``small`` is the table.
 """
 
@@ -45,27 +45,30 @@ class Job:
     tier: int = 0  # training order across worlds: the demo and its candidate first, further seeds last
 
 
-def _demo_004() -> dict:
-    from eri.search.ablate import TABLES
+def _previous_demo() -> dict:
+    from eri.search.ablate import PREVIOUS_DEMO
 
-    return dict(TABLES["004-demo-authors"].rows[1].overlay)
+    return dict(PREVIOUS_DEMO)
 
 
 def jobs(world: str, size: str, data: str, seeds: int) -> list[Job]:
     """Every training run of one world, in a fixed order (the shards split this list)."""
+    from omegaconf import OmegaConf
+
+    from eri.config import Config, load_structured
     from eri.data.synthetic.knobs import world_preset
 
     preset = world_preset(world, size)
     base = [f"data.root={Path(data) / preset}", f"data.synthetic={preset}", "trainer.progress_bar=false",
             *SIZE_OVERRIDES[size]]
-    encoder = {"name": "gru_transformer"}
+    encoder = OmegaConf.to_container(load_structured(Config, "configs/demo.yaml").model.branches[0].encoder)
 
     def branches(streams: dict, enc: dict) -> dict:
         return {"model.branches": [{"name": b, "streams": s, "encoder": dict(enc)} for b, s in streams.items()]}
 
     out = [Job(world, f"demo seed {s}", "configs/demo.yaml", [*base, f"seed={s}"], {}, 0 if s == 0 else 5)
            for s in range(seeds)]
-    out.append(Job(world, "demo-004", "configs/demo.yaml", base, _demo_004(), 1))
+    out.append(Job(world, "previous demo", "configs/demo.yaml", base, _previous_demo(), 1))
     out += [Job(world, f"{s} only", "configs/demo.yaml", base, branches({s: [s]}, encoder), 2) for s in STREAMS]
     out.append(Job(world, "mean pooling", "configs/demo.yaml", base,
                    branches({s: [s] for s in STREAMS}, {"name": "mean_pool"}), 3))
@@ -131,10 +134,10 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
     ceiling = (ref.metrics.get("ceiling") or {}).get("test")
     single = max((f"{s} only" for s in STREAMS), key=lambda n: val[n])  # chosen on val, scored on test
     ensemble = np.mean([test[f"demo seed {s}"] for s in range(seeds)], axis=0)
-    models = {"demo": test["demo seed 0"], "demo-004": test["demo-004"], f"best single stream ({single.split()[0]})":
+    models = {"demo": test["demo seed 0"], "previous demo": test["previous demo"], f"best single stream ({single.split()[0]})":
               test[single], "mean pooling": test["mean pooling"], "masked RNN (mma)": test["masked RNN (mma)"],
               f"ensemble ({seeds} seeds)": ensemble}
-    vals = {"demo": val["demo seed 0"], "demo-004": val["demo-004"], f"best single stream ({single.split()[0]})": val[single],
+    vals = {"demo": val["demo seed 0"], "previous demo": val["previous demo"], f"best single stream ({single.split()[0]})": val[single],
             "mean pooling": val["mean pooling"], "masked RNN (mma)": val["masked RNN (mma)"], f"ensemble ({seeds} seeds)": None}
     rows = []
     for m, p in models.items():  # one bootstrap per model
@@ -143,7 +146,7 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
                      "of_ceiling": round(scored["test_mean_pcc"] / ceiling, 3) if ceiling else None,
                      "val_mean_pcc": None if vals[m] is None else round(vals[m], 4)})
     pairs = []
-    for a, b in (("demo", f"best single stream ({single.split()[0]})"), ("demo-004", "demo"),
+    for a, b in (("demo", f"best single stream ({single.split()[0]})"), ("demo", "previous demo"),
                  (f"ensemble ({seeds} seeds)", "demo")):
         d = paired_bootstrap(models[a], models[b], y)["mean_pcc"]
         pairs.append({"world": world, "a": a, "b": b, "diff": round(d["diff"], 4), "ci_low": round(d["ci"][0], 4),

@@ -6,7 +6,9 @@
 Tables: 004-table2 (holistic / AU / audio combinations), 004-table3 (AU occurrence, intensity, both),
 000-table3 (MMA subsets VA / EXPR / AU, Mask layer, routing, PCC vs MSE loss), 000-table4 (GRU vs
 LSTM, layers, units), 004-parity (the authors' code against eri's choices, one at a time),
-004-demo-authors (the demo's encoders with the authors' choices). Prints one [k/N] line per
+004-demo-authors (the demo against the previous demo), 000-e2e (paper 000's regime 1 against end-to-end
+training from face crops, on the synthetic face videos: small-faces at hume-small, tiny-faces at tiny;
+--preset real needs --mma-checkpoint and the crops stream under --data-root). Prints one [k/N] line per
 (row, seed) with an ETA, then the tables. Rows are cached by their resolved config in runs/cache (shared with tools/ensemble.py): a rerun trains
 only what changed. Each row is compared with the table's reference row by a paired bootstrap over videos.
 key=value overrides apply to every row (e.g. trainer.max_epochs=6) and are part of the cache key.
@@ -25,13 +27,16 @@ def _run(argv=None, prog=None) -> int:
     from eri.search.ablate import PRESETS, TABLES  # numpy + omegaconf (~0.3 s); the training code comes later
 
     p = parser(prog, __doc__)
-    p.add_argument("--table", required=True, help=f"one of {sorted(TABLES)}, or all")
+    p.add_argument("--table", required=True, help=f"one of {sorted(TABLES)}, or all (the tables on feature streams; "
+                   "000-e2e brings its own data, face videos, and runs by name)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (mean and std)")
     p.add_argument("--preset", default="hume-small", choices=sorted(PRESETS))
     p.add_argument("--out", help="output folder (default runs/ablate/<preset>)")
     p.add_argument("--shard", help="K/N: train only every N-th (row, seed) job from the K-th; rerun unsharded to write the tables")
     p.add_argument("--runs", default="runs/cache", help="the run cache shared with tools/ensemble.py (default runs/cache)")
     p.add_argument("--data-root", help="dataset root (required by --preset real; default: the preset's)")
+    p.add_argument("--mma-checkpoint", help="table 000-e2e: your tools/train_mma.py checkpoint (required by --preset "
+                   "real; otherwise one is trained on generated faces and cached)")
     add_mlflow_flag(p, "also log each table", "eri-ablate")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row")
     a = p.parse_args(argv)
@@ -45,7 +50,7 @@ def _run(argv=None, prog=None) -> int:
         p.error("--preset real needs --data-root pointing at your dataset")
     if a.seeds < 1:
         p.error("--seeds must be >= 1")
-    names = sorted(TABLES) if a.table == "all" else a.table.split(",")
+    names = sorted(n for n in TABLES if not TABLES[n].data) if a.table == "all" else a.table.split(",")
     results = run_tables(
         names,
         preset=a.preset,
@@ -55,6 +60,7 @@ def _run(argv=None, prog=None) -> int:
         shard=parse_shard(a.shard),
         extra=a.overrides,
         data_root=a.data_root,
+        inputs={"mma_checkpoint": a.mma_checkpoint} if a.mma_checkpoint else None,
     )
     for r in results:
         if a.shard:

@@ -19,6 +19,9 @@
       and the landmark error of interpolated detection against detection on every frame
   python tools/benchmark.py crops [--video F] [--sizes 64 112] [--fps 10]
       bytes per frame and read frames/s (64 random frames, whole video) of each face-crop encoding
+  python tools/benchmark.py e2e [--sizes tiny paper] [--modes all frames checkpoint score] [--steps 2] [--threads 1]
+      the end-to-end model (mma_rnn) per memory mode: training / scoring videos/s, peak RSS, FLOPs per video,
+      and the hours one H200 would need for Hume-Reaction (--utilisation, an assumption)
 """
 
 from __future__ import annotations
@@ -69,6 +72,20 @@ def _run(argv=None, prog=None) -> int:
     cr.add_argument("--sizes", nargs="+", type=int, default=[64, 112], help="crop sizes")
     cr.add_argument("--fps", type=float, default=10.0, help="decode rate of the clip")
     cr.add_argument("--out", default="benchmarks/out/crops.csv")
+    ee = sub.add_parser("e2e", help="end-to-end model (mma_rnn): videos/s, peak RSS, FLOPs per memory mode; H200 hours")
+    ee.add_argument("--sizes", nargs="+", default=["tiny", "paper"], help="mma_rnn presets (tiny: 64 px, paper: 112 px)")
+    ee.add_argument("--modes", nargs="+", default=["all", "frames", "frames=128", "checkpoint", "score"],
+                    help="all (every frame with gradients), frames (the config's train_frames), frames=K, "
+                         "checkpoint, score")
+    ee.add_argument("--steps", type=int, default=2, help="timed steps per mode, after 1 warm-up step")
+    ee.add_argument("--threads", type=int, default=1, help="torch threads")
+    ee.add_argument("--max-gb", type=float, default=16.0, help="skip a mode whose estimated activation memory exceeds this")
+    ee.add_argument("--utilisation", type=float, default=0.3, help="assumed fraction of the H200's bf16 peak")
+    ee.add_argument("--batch", type=int, help="default: the config's data.batch_size (4)")
+    ee.add_argument("--length", type=int, help="padded length L (default: the preset's max_len, 480)")
+    ee.add_argument("--frames", type=int, help="valid frames per video (default: L)")
+    ee.add_argument("--crop", type=int, help="crop side in pixels (default: 64 tiny, 112 paper)")
+    ee.add_argument("--out", default="benchmarks/out/e2e_throughput_cpu.csv")
     sc = sub.add_parser("scale", help="memory and speed at Hume-Reaction scale (extraction and training)")
     sc.add_argument("kind", choices=["extract-memory", "extract-speed", "train"])
     sc.add_argument("--folder", default="benchmarks/out/scale", help="generated videos and stores go here")
@@ -131,6 +148,15 @@ def _run(argv=None, prog=None) -> int:
         print(res.to_markdown(index=False, floatfmt=".0f"))
         atomic_write_text(Path(args.out), res.to_csv(index=False))
         print(f"\nwritten: {args.out}")
+        return 0
+
+    if args.what == "e2e":
+        from eri.benchmarks.e2e import e2e_benchmark, report
+
+        rows = e2e_benchmark(args.sizes, args.modes, args.steps, args.threads, args.max_gb, args.batch, args.length,
+                             args.frames, args.crop)
+        atomic_write_text(Path(args.out), pd.DataFrame(rows).to_csv(index=False))
+        print("\n" + report(rows, args.utilisation, args.threads, args.steps) + f"\n\nwritten: {args.out}")
         return 0
 
     if args.what == "ensemble":
