@@ -81,7 +81,7 @@ def test_a_new_encoder_trains_from_a_shipped_config_at_a_preset(toy, tiny_root, 
     from eri.training.run import train
 
     overrides = tiny_overrides(tiny_root, tmp_path, "model.preset=tiny", "trainer.max_epochs=1", "data.batch_size=8",
-                               "model.branches.0.encoder.name=toy_mean")
+                               "model.branches.0.encoder={name: toy_mean}")  # the whole encoder: the demo's carries gru_transformer choices
     cfg = load_config("configs/demo.yaml", overrides)
     assert dict(cfg.model.branches[0].encoder) == {"name": "toy_mean", "hidden": 8}  # its tiny preset, expanded
     metrics = train(cfg, quiet=True)
