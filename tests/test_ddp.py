@@ -35,12 +35,13 @@ def test_two_process_training_writes_a_complete_run(ddp_run):
 
 @pytest.mark.parametrize("devices", [1, 2])
 def test_metric_is_the_same_on_one_and_two_processes(ddp_run, devices, tmp_path):
-    """The 2-process run's metrics.json, re-scored with 1 and with 2 processes, agree to 1e-6."""
+    """The 2-process run's metrics.json, re-scored with 1 and with 2 processes, agree to 1e-5: each rank pads
+    its own batches, so float32 outputs differ in their last bits (a per-rank metric averaged would be ~1e-2 off)."""
     saved = json.loads((ddp_run / "metrics.json").read_text())
     extra = DDP if devices == 2 else ["trainer.devices=1", "trainer.accelerator=cpu"]
     _tool("tools/evaluate.py", "--run", str(ddp_run), "--json", str(tmp_path / "s.json"), *extra)
     scores = json.loads((tmp_path / "s.json").read_text())
     for split in ("val", "test"):
-        assert scores[split]["mean_pcc"] == pytest.approx(saved[split]["mean_pcc"], abs=1e-6)
+        assert scores[split]["mean_pcc"] == pytest.approx(saved[split]["mean_pcc"], abs=1e-5)
         for emotion, r in saved[split]["pcc"].items():
-            assert scores[split]["pcc"][emotion] == pytest.approx(r, abs=1e-6)
+            assert scores[split]["pcc"][emotion] == pytest.approx(r, abs=1e-5)
