@@ -202,20 +202,19 @@ TABLES["004-parity"] = Table(
 TABLES[e2e.NAME] = Table(e2e.NAME, e2e.TITLE, "000", [Row(n, overlay=o) for n, o in e2e.ROWS], e2e.CLAIM,
                          e2e.REFERENCE, data=e2e.DATA, prepare=e2e.prepare)  # its rows and shared files: e2e_table.py
 
-# preset -> the data overlay, paper 004's base config and its overlay (synthetic: the previous demo, which the
-# published 004 tables were measured with), every row's encoder size preset, and paper 000's extra overlay
+# preset -> the data overlay, paper 004's base config (its encoder and head; synthetic: today's demo since
+# 2026-12-03, the 1-seed tables before were on the previous demo: `git checkout 34bb856` gives them back),
+# every row's encoder size preset, and paper 000's extra overlay
 PRESETS = {
     "tiny": dict(
         data={"data.root": "data/tiny", "data.synthetic": "tiny", "data.batch_size": 8, "trainer.max_epochs": 1},
         config004="configs/demo.yaml",
-        base004=PREVIOUS_DEMO,
         size="tiny",
         extra000={},
     ),
     "hume-small": dict(
         data={"data.root": "data/hume-small", "data.synthetic": "hume-small"},
         config004="configs/demo.yaml",
-        base004=PREVIOUS_DEMO,
         size="demo",
         extra000={"data.batch_size": 16},
     ),
@@ -236,10 +235,9 @@ def row_config(table: Table, row: Row, preset: str) -> tuple[str, dict]:
         tiny = {"model.preset": "tiny", "trainer.max_epochs": 1} if preset == "tiny" else {}
         return table.config, {**data, **table.protocol, **tiny, **row.overlay}
     if table.paper == "004":
-        base = p.get("base004", {})
-        enc = load_structured(Config, p["config004"], updates=base).model.branches[0].encoder  # its choices; sizes: the preset
+        enc = load_structured(Config, p["config004"]).model.branches[0].encoder  # its choices; sizes: the preset
         branches = [{"name": b, "streams": s, "encoder": OmegaConf.to_container(enc)} for b, s in row.branches.items()]
-        return p["config004"], {**base, **p["data"], **size, "model.branches": branches, **row.overlay}
+        return p["config004"], {**p["data"], **size, "model.branches": branches, **row.overlay}
     return CONFIG000, {**table.data.get(preset, p["data"]), **p["extra000"], **size, **row.overlay}
 
 
