@@ -103,3 +103,14 @@ def test_a_rerun_trains_nothing_and_a_shard_trains_its_share(tiny_worlds, capsys
                  "--out", str(shard_out), "--shard", "1/2"]) == 0
     assert len([p for p in (shard_out / "runs").iterdir() if p.is_dir()]) == 4  # jobs 1, 3, 5, 7 of 8
     assert not (shard_out / "worlds.csv").exists()
+    # --no-train writes what the shard finished and trains nothing: no demo seed 0 there, so no hume rows;
+    # asking for more seeds than were trained leaves the ensemble (and its comparison) out, nothing else
+    assert main(["worlds", "--size", "tiny", "--seeds", "1", "--only", "hume", "--data", str(base / "data"),
+                 "--out", str(shard_out), "--no-train"]) == 0
+    assert len([p for p in (shard_out / "runs").iterdir() if p.is_dir()]) == 4 and not (shard_out / "worlds.csv").exists()
+    assert "no table written" in capsys.readouterr().out
+    assert main(argv[:4] + [str(SEEDS + 1)] + argv[5:] + ["--only", "hume", "--no-train"]) == 0
+    assert sorted(p.name for p in (base / "out" / "runs").iterdir() if p.is_dir()) == runs
+    rows = pd.read_csv(base / "out" / "worlds.csv")
+    assert list(rows["model"]) == ["demo", "previous demo", rows["model"][2], "mean pooling", "masked RNN (mma)"]
+    assert list(pd.read_csv(base / "out" / "worlds_paired.csv")["b"]) == [rows["model"][2], "previous demo"]

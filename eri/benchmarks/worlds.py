@@ -94,6 +94,16 @@ def prepare_data(worlds: list[str], size: str, data: str, locks: Path, progress=
             ensure_synthetic(Path(data) / preset, preset)
 
 
+def finished_jobs(todo: list[Job], runs: Path) -> dict[tuple, Path]:
+    """``{(world, row): run dir}`` of the jobs already finished in the cache, none trained (``--no-train``)."""
+    from eri.config import load_config
+    from eri.runs import METRICS
+    from eri.training.cache import run_key
+
+    found = {(j.world, j.row): runs / run_key(load_config(j.config, j.overrides, j.updates)) for j in todo}
+    return {k: run for k, run in found.items() if (run / METRICS).is_file()}
+
+
 def train_jobs(todo: list[Job], runs: Path, shard: tuple[int, int] = (0, 1), progress=print) -> dict[tuple, Path]:
     """Train (or re-read) this shard's jobs; ``{(world, row): run dir}`` of the ones it ran."""
     from eri.config import load_config
@@ -121,10 +131,14 @@ def _score(pred: np.ndarray, y: np.ndarray) -> dict:
 
 
 def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dict], list[dict]]:
-    """The rows and the paired comparisons of one world from its runs (row name -> run dir)."""
+    """The rows and the paired comparisons of one world from its runs (row name -> run dir). A model whose
+    runs are not all there (``--no-train``: not trained yet) is left out, and so are its comparisons: the best
+    single stream needs all four, the ensemble every seed; a world without its demo has no rows."""
     from eri.runs import open_run
     from eri.training.metrics import paired_bootstrap
 
+    if "demo seed 0" not in runs:
+        return [], []
     opened = {name: open_run(path) for name, path in runs.items()}
     ref = opened["demo seed 0"]
     ids = sorted(ref.predictions("test").index)
@@ -132,13 +146,23 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
     test = {name: r.predictions("test").loc[ids].to_numpy(np.float64) for name, r in opened.items()}
     val = {name: r.metrics["val"].get("mean_pcc", float("nan")) for name, r in opened.items()}
     ceiling = (ref.metrics.get("ceiling") or {}).get("test")
-    single = max((f"{s} only" for s in STREAMS), key=lambda n: val[n])  # chosen on val, scored on test
-    ensemble = np.mean([test[f"demo seed {s}"] for s in range(seeds)], axis=0)
-    models = {"demo": test["demo seed 0"], "previous demo": test["previous demo"], f"best single stream ({single.split()[0]})":
-              test[single], "mean pooling": test["mean pooling"], "masked RNN (mma)": test["masked RNN (mma)"],
-              f"ensemble ({seeds} seeds)": ensemble}
-    vals = {"demo": val["demo seed 0"], "previous demo": val["previous demo"], f"best single stream ({single.split()[0]})": val[single],
-            "mean pooling": val["mean pooling"], "masked RNN (mma)": val["masked RNN (mma)"], f"ensemble ({seeds} seeds)": None}
+    models, vals = {}, {}
+    for name in ("demo", "previous demo", "best single stream", "mean pooling", "masked RNN (mma)", "ensemble"):
+        if name == "best single stream":
+            if not all(f"{s} only" in test for s in STREAMS):
+                continue
+            single = max((f"{s} only" for s in STREAMS), key=lambda n: val[n])  # chosen on val, scored on test
+            label, pred, v = f"best single stream ({single.split()[0]})", test[single], val[single]
+        elif name == "ensemble":
+            if not all(f"demo seed {s}" in test for s in range(seeds)):
+                continue
+            label, pred, v = f"ensemble ({seeds} seeds)", np.mean([test[f"demo seed {s}"] for s in range(seeds)], axis=0), None
+        else:
+            key = "demo seed 0" if name == "demo" else name
+            if key not in test:
+                continue
+            label, pred, v = name, test[key], val[key]
+        models[label], vals[label] = pred, v
     rows = []
     for m, p in models.items():  # one bootstrap per model
         scored = _score(p, y)
@@ -146,8 +170,10 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
                      "of_ceiling": round(scored["test_mean_pcc"] / ceiling, 3) if ceiling else None,
                      "val_mean_pcc": None if vals[m] is None else round(vals[m], 4)})
     pairs = []
-    for a, b in (("demo", f"best single stream ({single.split()[0]})"), ("demo", "previous demo"),
-                 (f"ensemble ({seeds} seeds)", "demo")):
+    best = next((m for m in models if m.startswith("best single stream")), None)
+    for a, b in (("demo", best), ("demo", "previous demo"), (f"ensemble ({seeds} seeds)", "demo")):
+        if a not in models or b not in models:
+            continue
         d = paired_bootstrap(models[a], models[b], y)["mean_pcc"]
         pairs.append({"world": world, "a": a, "b": b, "diff": round(d["diff"], 4), "ci_low": round(d["ci"][0], 4),
                       "ci_high": round(d["ci"][1], 4), "p": round(d["p"], 4), "established": d["excludes_0"]})
@@ -216,9 +242,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def run_worlds(out: str | Path, size: str = "small", only=None, seeds: int = 5, data: str = "data",
-               shard: tuple[int, int] = (0, 1), progress=print) -> dict | None:
+               shard: tuple[int, int] = (0, 1), progress=print, train: bool = True) -> dict | None:
     """Train every world's rows (this shard's share) and, unsharded, write ``worlds.csv``,
-    ``worlds_paired.csv``, ``worlds.md`` and ``worlds.png`` into ``out``. Returns None for a shard."""
+    ``worlds_paired.csv``, ``worlds.md`` and ``worlds.png`` into ``out``. Returns None for a shard.
+    ``train=False``: write the tables from the runs already finished, training none (missing rows left out)."""
     import pandas as pd
 
     from eri.data.synthetic.knobs import WORLDS
@@ -233,7 +260,7 @@ def run_worlds(out: str | Path, size: str = "small", only=None, seeds: int = 5, 
     out = Path(out)
     prepare_data(worlds, size, data, out / "locks", progress)
     todo = sorted((j for w in worlds for j in jobs(w, size, data, seeds)), key=lambda j: j.tier)  # stable: world order kept
-    done = train_jobs(todo, out / "runs", shard, progress)
+    done = train_jobs(todo, out / "runs", shard, progress) if train else finished_jobs(todo, out / "runs")
     if shard[1] > 1:
         return None
     rows, pairs = [], []
@@ -241,6 +268,8 @@ def run_worlds(out: str | Path, size: str = "small", only=None, seeds: int = 5, 
         r, p = world_table(w, {row: path for (world, row), path in done.items() if world == w}, seeds)
         rows += r
         pairs += p
+    if not rows:  # --no-train before any world's demo finished: nothing to write
+        return {"rows": [], "pairs": []}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "worlds.csv", pd.DataFrame(rows).to_csv(index=False))
     atomic_write_text(out / "worlds_paired.csv", pd.DataFrame(pairs).to_csv(index=False))

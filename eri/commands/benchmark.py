@@ -11,7 +11,7 @@
       batch, peak RSS per rank and an epoch on a large store (e.g. data.root=data/hume-full data.cache=memmap)
   python tools/benchmark.py ensemble [--members 20] [--fit val|pool]
       seconds to combine 20 members' predictions at Hume-Reaction size (each combiner cross-fitted, refitted, scored)
-  python tools/benchmark.py worlds [--size tiny|small] [--only WORLD ...] [--seeds 5] [--shard K/N] --out DIR
+  python tools/benchmark.py worlds [--size tiny|small] [--only WORLD ...] [--seeds 5] [--shard K/N] [--no-train] --out DIR
       the demo and its main comparison rows in every synthetic world (eri/benchmarks/worlds.py): worlds.csv
       (test mean PCC, 95% interval, ceiling), worlds_paired.csv, worlds.md and worlds.png
   python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
@@ -103,6 +103,8 @@ def _run(argv=None, prog=None) -> int:
     w.add_argument("--data", default="data", help="each world's data is generated into DATA/<world>-<size> on first use")
     w.add_argument("--shard", help="K/N: only train every N-th run from the K-th; rerun unsharded to write the tables")
     w.add_argument("--out", default="runs/worlds", help="run cache and tables; finished runs are not retrained")
+    w.add_argument("--no-train", action="store_true",
+                   help="write the tables from the runs already finished (models not trained yet are left out)")
     c = sub.add_parser("ensemble", help="seconds to combine (cross-fit + final) and score 20 members at Hume-Reaction size")
     c.add_argument("--members", type=int, default=20)
     c.add_argument("--fit", default="val", choices=["val", "pool"], help="fit set: the val split or the train+val fold pool")
@@ -171,9 +173,13 @@ def _run(argv=None, prog=None) -> int:
         from eri.benchmarks.worlds import run_worlds
         from eri.features.listing import parse_shard
 
-        res = run_worlds(args.out, args.size, args.only, args.seeds, args.data, parse_shard(args.shard))
+        res = run_worlds(args.out, args.size, args.only, args.seeds, args.data, parse_shard(args.shard),
+                         train=not args.no_train)
         if res is None:
             print(f"shard {args.shard}: its runs are trained; rerun without --shard to write the tables")
+            return 0
+        if not res["rows"]:
+            print("no world's demo has finished yet: no table written")
             return 0
         print("\n" + (Path(args.out) / "worlds.md").read_text() + f"\nwritten: {args.out}/worlds.csv, worlds.md, worlds.png")
         return 0
