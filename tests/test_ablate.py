@@ -100,8 +100,9 @@ def test_every_table_is_written(all_tables):
         for _, row in df[df["row"] != table.reference].iterrows():
             kind = kinds[2] if not row["test_diff_excludes_0"] else kinds[0] if row["test_diff"] > 0 else kinds[1]
             assert row["row"] in groups[kind]
-    # 36 rows, 34 distinct configs (two rows are shared between tables): one run directory each
-    assert len(list((out / "runs").glob("*/metrics.json"))) == 34
+    # 48 rows, 42 distinct configs (rows shared between tables, e.g. 004 Table 2's "all three" = Table 3's
+    # "both" = demo-variants' paper-004 row, are trained once): one run directory each
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 42
 
 
 def test_rerun_trains_nothing(all_tables, tiny_root):
@@ -215,3 +216,21 @@ def test_mma_e2e_table_real_preset_names_what_is_missing(e2e_table, tmp_path):
     ckpt = next((out / "runs" / "000-e2e").glob("mma-*/checkpoints/best-*.ckpt"))
     with pytest.raises(ConfigError, match=r"needs the face crops: .*features/crops not found"):
         run_table(TABLES["000-e2e"], **kw, inputs={"mma_checkpoint": str(ckpt)})
+
+
+def test_demo_variants_rows_are_the_worlds_runs():
+    """The demo table's previous-demo, single-stream, pooling and masked-RNN rows are the worlds benchmark's
+    hume-small runs (one run-cache key each), and its paper-004 row is 004 Table 2's: each trained once."""
+    from eri.benchmarks.worlds import jobs
+    from eri.config import load_config
+
+    table = TABLES["demo-variants"]
+    keys = {r.name: run_key(resolve(table, r, "hume-small", 0)) for r in table.rows}
+    worlds = {j.row: run_key(load_config(j.config, j.overrides, j.updates)) for j in jobs("hume", "small", "data", 1)}
+    shared = {w: keys[t] for t in keys for w in worlds if worlds[w] == keys[t]}
+    assert shared == {w: worlds[w] for w in ("demo seed 0", "previous demo", "holistic only", "au only", "audio only",
+                                             "mma only", "mean pooling", "masked RNN (mma)")}
+    t2 = TABLES["004-table2"]
+    assert keys["paper 004's streams (holistic+au, audio), regression token"] == run_key(resolve(t2, t2.rows[-1], "hume-small", 0))
+    assert len(set(keys.values())) == len(keys) == 12
+    assert keys[table.reference] == run_key(resolve(TABLES["004-demo-authors"], TABLES["004-demo-authors"].rows[0], "hume-small", 0))

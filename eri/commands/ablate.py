@@ -6,7 +6,8 @@
 Tables: 004-table2 (holistic / AU / audio combinations), 004-table3 (AU occurrence, intensity, both),
 000-table3 (MMA subsets VA / EXPR / AU, Mask layer, routing, PCC vs MSE loss), 000-table4 (GRU vs
 LSTM, layers, units), 004-parity (the authors' code against eri's choices, one at a time),
-004-demo-authors (the demo against the previous demo), 000-e2e (paper 000's regime 1 against end-to-end
+004-demo-authors (the demo against the previous demo), demo-variants (the demo against single streams,
+mean pooling, paper 004's layout, the masked RNN: what its design rests on), 000-e2e (paper 000's regime 1 against end-to-end
 training from face crops, on the synthetic face videos: small-faces at hume-small, tiny-faces at tiny;
 --preset real needs --mma-checkpoint and the crops stream under --data-root). Prints one [k/N] line per
 (row, seed) with an ETA, then the tables. Rows are cached by their resolved config in runs/cache (shared with tools/ensemble.py): a rerun trains

