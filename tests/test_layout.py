@@ -51,7 +51,7 @@ def test_files_are_short_or_say_why():
 
 
 def test_a_preset_sizes_the_demo_benchmark_ablation_and_search(monkeypatch):
-    from eri.benchmarks.training import DEMO_VARIANTS, bench_model
+    from eri.benchmarks.training import bench_model
     from eri.config import load_config
     from eri.models.presets import ENCODER_PRESETS
     from eri.search.ablate import TABLES, resolve
@@ -65,7 +65,8 @@ def test_a_preset_sizes_the_demo_benchmark_ablation_and_search(monkeypatch):
         return {b.encoder.hidden for b in cfg.model.branches if b.encoder.name == "gru_transformer"}
 
     assert widths(load_config("configs/demo.yaml")) == {48}
-    assert all(widths(load_config(c, o, u)) <= {48} for _, c, o, u in DEMO_VARIANTS)
+    demo = TABLES["demo-variants"]
+    assert all(widths(resolve(demo, r, "hume-small", 0)) <= {48} for r in demo.rows)
     assert bench_model("gru_transformer", "demo").branches["visual"].encoder.out_dim == 48
     t = TABLES["004-table2"]
     assert widths(resolve(t, t.rows[-1], "hume-small", 0)) == {48} and widths(resolve(t, t.rows[-1], "tiny", 0)) == {24}
