@@ -141,3 +141,127 @@ def test_mma_e2e_benchmark_counts_gradient_frames_and_their_flops():
     assert hume_flops(rows[3], n=20) - hume_flops(rows[3], n=12) == pytest.approx(8 * h * 1e9, rel=1e-6)
     skipped = measure(mode="all", **{**kw, "max_gb": 1e-6})
     assert skipped["note"].startswith("skipped") and "train_videos_per_s" not in skipped
+
+
+# ------------------------------------------------------------ the MMA loss as an auxiliary term (aux_mma_*)
+AUX_LOSS = {"va": 1.0, "expr": 0.5, "au": 1.0, "consistency": 2.0}
+
+
+@pytest.fixture(scope="module")
+def aux_config(tmp_path_factory):
+    """A tools/train_mma.py config over a few generated MMA images (AffectNet and EmotioNet layouts, augmented)."""
+    from eri.mma.synthetic import write_affectnet, write_emotionet
+
+    root = tmp_path_factory.mktemp("mma_aux")
+    write_affectnet(root / "affectnet", (16, 4), seed=0, canvas=48)
+    write_emotionet(root / "emotionet", (16, 4), seed=0, canvas=48, crop=32)
+    data = {"datasets": [{"reader": "affectnet", "root": str(root / "affectnet")},
+                         {"reader": "emotionet", "root": str(root / "emotionet")}], "batch_size": 6, "align_size": 32}
+    (root / "mma.yaml").write_text(yaml.safe_dump({"seed": 3, "data": data, "loss": AUX_LOSS}))
+    return root / "mma.yaml"
+
+
+def _aux_task(**aux):
+    """An ERITask around the tiny e2e model (``aux``: encoder aux_mma_* keys) and what it logs."""
+    from eri.models import create_model
+    from eri.training.task import ERITask
+
+    torch.manual_seed(0)
+    enc = {**encoder_preset("mma_rnn", "tiny"), "max_len": 40, **aux}
+    model = create_model([{"name": "face", "streams": ["crops"], "encoder": enc}], {"name": "concat", "head_hidden": []},
+                         {"crops": S * S * 3})
+    task = ERITask(model, {"l2": 1.0}, {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "lr_step_epochs": 0, "lr_gamma": 1.0})
+    logged = {}
+    task.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    task.log_dict = lambda values, **kw: logged.update(values)
+    return task, task.model.branches["face"].encoder, logged
+
+
+def _eri_batch():
+    x, n = _pixels([12, 7])
+    return {"x": {"crops": x}, "lengths": {"crops": n}, "y": torch.rand(2, 7, generator=torch.Generator().manual_seed(1))}
+
+
+def _backbone_grads(enc):
+    return [p.grad.clone() for p in enc.mma.backbone.parameters()]
+
+
+def test_mma_e2e_aux_term_adds_the_mma_loss_gradient_of_the_drawn_batch(aux_config):
+    """One step with aux_mma_weight 0.5: backbone gradient = the ERI loss's + 0.5 x MMALoss's on the MMA batch drawn."""
+    from eri.mma.losses import MMALoss
+
+    task, enc, logged = _aux_task(aux_mma_weight=0.5, aux_mma_config=str(aux_config))
+    ref, ref_enc, ref_logged = _aux_task()
+    torch.manual_seed(1)
+    total = task.training_step(_eri_batch(), 0)
+    total.backward()
+    torch.manual_seed(1)
+    eri = ref.training_step(_eri_batch(), 0)
+    eri.backward()
+    eri_grads = _backbone_grads(ref_enc)
+    ref.zero_grad()
+    mma_batch = _aux_task(aux_mma_weight=0.5, aux_mma_config=str(aux_config))[1].aux_data.next_batch()  # same seed
+    mma_loss, _ = MMALoss(**AUX_LOSS)(ref_enc.mma(ref_enc.mma.normalize(mma_batch["image"])), mma_batch)
+    (0.5 * mma_loss).backward()
+    assert set(ref_logged) == {"train/loss"} and set(logged) == {"train/loss", "train/aux"}
+    torch.testing.assert_close(logged["train/aux"], 0.5 * mma_loss)
+    torch.testing.assert_close(total, eri + 0.5 * mma_loss)
+    grads = _backbone_grads(enc)
+    assert not all(torch.allclose(g, e) for g, e in zip(grads, eri_grads))
+    for g, e, m in zip(grads, eri_grads, _backbone_grads(ref_enc)):
+        torch.testing.assert_close(g, e + m)
+
+
+def test_mma_e2e_aux_batches_are_seeded_and_leave_the_global_rng_alone(aux_config):
+    """Same config seed: the same augmented batches, across the stream's epoch boundary (32 images, batch 4);
+    the draws never touch torch's global RNG; a frozen net draws nothing and adds 0."""
+    encs = [_aux_task(aux_mma_weight=1.0, aux_mma_config=str(aux_config), aux_mma_batch_size=4)[1] for _ in range(2)]
+    state = torch.get_rng_state()
+    runs = [[e.aux_data.next_batch() for _ in range(10)] for e in encs]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert runs[0][0]["image"].shape == (4, 3, S, S)
+    for a, b in zip(*runs):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(runs[0][0]["image"], runs[0][1]["image"])
+    frozen = _aux_task(aux_mma_weight=1.0, aux_mma_config=str(aux_config), freeze_backbone_epochs=1)[1].train()
+    assert float(frozen.auxiliary_loss()) == 0.0 and frozen.aux_data._batches is None
+
+
+def test_mma_e2e_aux_off_is_the_plain_model(tmp_path):
+    """Weight 0 (the default): no auxiliary_loss, nothing read (the named config need not exist), the same outputs,
+    gradients, loss, logged keys and global RNG draws as a model without the options."""
+    from eri.training.losses import WeightedLoss
+
+    (a, enc_a, log_a), (b, enc_b, log_b) = _aux_task(), _aux_task(aux_mma_weight=0.0, aux_mma_config=str(tmp_path / "no.yaml"))
+    assert not any(hasattr(m, "auxiliary_loss") for t in (a, b) for m in t.model.modules())
+    losses, states = [], []
+    for task in (a, b):
+        torch.manual_seed(1)
+        losses.append(task.training_step(_eri_batch(), 0))
+        losses[-1].backward()
+        states.append(torch.get_rng_state())
+    torch.manual_seed(1)
+    plain = WeightedLoss({"l2": 1.0})(a.model({"crops": _pixels([12, 7])[0]}, {"crops": torch.tensor([12, 7])}),
+                                      _eri_batch()["y"])[0]
+    assert torch.equal(losses[0], losses[1]) and torch.equal(losses[0], plain)
+    assert torch.equal(states[0], states[1]) and torch.equal(states[0], torch.get_rng_state())
+    assert set(log_a) == set(log_b) == {"train/loss"}
+    assert all(torch.equal(g, h) for g, h in zip(_backbone_grads(enc_a), _backbone_grads(enc_b)))
+
+
+def test_mma_e2e_aux_bad_options_fail_in_one_line_naming_them(aux_config, tmp_path):
+    from eri.errors import ConfigError
+    from eri.models.e2e import weights_follow
+
+    bad_loss = tmp_path / "bad_loss.yaml"
+    bad_loss.write_text(aux_config.read_text().replace("consistency:", "consistancy:"))
+    cases = [({"aux_mma_weight": -1.0, "aux_mma_batch_size": 0}, r"aux_mma_weight must be .*aux_mma_batch_size must be"),
+             ({"aux_mma_weight": 1.0}, r"aux_mma_config .* is required when aux_mma_weight > 0"),
+             ({"aux_mma_weight": 1.0, "aux_mma_config": "configs/mma/none.yaml"}, r"aux_mma_config: configs/mma/none.yaml not found"),
+             ({"aux_mma_weight": 1.0, "aux_mma_config": str(bad_loss)}, rf"aux_mma_config {bad_loss}: .*consistancy")]
+    for aux, match in cases:
+        with pytest.raises(ConfigError, match=match) as e:
+            _aux_task(**aux)
+        assert "\n" not in str(e.value)
+    with weights_follow():  # a model file: the term is training only, its config is never read
+        assert not hasattr(_aux_task(aux_mma_weight=1.0, aux_mma_config="configs/mma/none.yaml")[1], "auxiliary_loss")

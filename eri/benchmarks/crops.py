@@ -8,11 +8,17 @@ with random access; ``raw+deflate``: the same uint8 array zip-deflated, `np.save
 video (``ffv1``, ``x264`` at qp 0, RGB, in Matroska). Read speed: frames/s reading 64 random frames (sorted
 indices; a video decodes from its start to the last one it needs, and a deflated member inflates from its
 start) and reading the whole video. ``max err``: largest absolute pixel error after the round trip.
+
+``--memory`` (`extraction_memory`): peak RSS of extracting the crops stream (``tools/extract.py``, a fresh
+process each) of the clip's frames looped to each length, through the store's chunk writer (``streamed``,
+what extraction does) and through the whole-array write it replaced (``whole``: every chunk gathered, a
+float32 (T, S*S*3) array built, `FeatureStore.write`), so a reader sees which one grows with the video.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,3 +120,50 @@ def crops_benchmark(video=None, sizes=(64, 112), fps: float = 10.0) -> pd.DataFr
     with tempfile.TemporaryDirectory() as tmp:
         return pd.concat([measure(real_crops(video, s, fps, Path(tmp) / str(s)), Path(tmp) / str(s)) for s in sizes],
                          ignore_index=True)
+
+
+# a child process: extraction through the chunk writer, or ("whole") with it switched off, which takes the
+# path every stream without a codec takes (and the crops stream took before): gather, then write whole. It prints
+# its peak RSS, the kernel's VmHWM (ru_maxrss would carry the forking benchmark's own peak across exec)
+MEMORY_CHILD = """import re, sys
+from eri.data.store import FeatureStore
+if sys.argv[1] == "whole":
+    FeatureStore.writer = lambda self, stream, vid: None
+from tools.extract import main
+code = main(sys.argv[2:])
+print("VmHWM", re.search(r"VmHWM:\\s*(\\d+)", open("/proc/self/status").read()).group(1))
+sys.exit(code)
+"""
+MEMORY_OVERRIDES = ["layout=folder", "faces.every_k=5", "faces.crop_size=112", "decode.chunk_mb=16"]
+
+
+def extraction_memory(folder: Path, lengths=(300, 1200, 4800), size: int = 64, progress=print) -> pd.DataFrame:
+    """Peak RSS (MB) of extracting the crops stream of a 320x180 25 fps video of each length (frames), per path;
+    ``growth``: over the shortest video's; ``formula``: what the whole-array path's two arrays (uint8 parts and
+    the float32 array) take, T * S*S*3 * 5 bytes."""
+    from eri.benchmarks.scale import run_measured, write_long_video
+    from eri.data.store import FeatureStore
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in lengths:
+        data = folder / f"data{n}"
+        data.mkdir(exist_ok=True)
+        write_long_video(data / "clip.mp4", n / 25, (320, 180))
+        for path in ("whole", "streamed"):
+            res = run_measured([sys.executable, "-c", MEMORY_CHILD, path, "--config", "configs/extract/crops.yaml",
+                                "--data-root", str(data), "--no-progress", *MEMORY_OVERRIDES,
+                                f"extractors.0.config.size={size}"], {"OMP_NUM_THREADS": "1"})
+            if res["code"] != 0:
+                raise RuntimeError(f"extraction of {data} failed:\n{res['output'][-2000:]}")
+            peak_kb = int(res["output"].split("VmHWM ")[-1].split()[0])
+            rows.append({"frames": n, "path": path, "with_face": FeatureStore(data).inspect("crops", "clip")["n_valid"],
+                         "peak_rss_mb": round(peak_kb / 1024), "seconds": round(res["seconds"], 1),
+                         "formula_mb": round(n * size * size * 3 * 5 / 2**20) if path == "whole" else 0})
+            (data / "features" / "crops" / "clip.npz").unlink()  # the next path recomputes
+            if progress:
+                row = rows[-1]
+                progress(f"  {n:>6} frames  {path:<8}  peak RSS {row['peak_rss_mb']:>6} MB  {row['seconds']:>6} s")
+    df = pd.DataFrame(rows)
+    df.insert(4, "growth_mb", df["peak_rss_mb"] - df.groupby("path")["peak_rss_mb"].transform("first"))
+    return df

@@ -32,17 +32,38 @@ from eri.io import atomic_write_bytes, atomic_write_text, check_name, inside, na
 from eri.streams import FRAME, StreamMeta, read_stream_meta, write_stream_meta
 
 
-def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+class Streamed:
+    """A uint8 ``.npy`` member of `_write_npz` of ``shape``, given as pieces of bytes (an iterable) instead of an
+    array, so a large member (a long video's encoded face crops) goes to the file without ever being whole in memory."""
+
+    def __init__(self, shape: tuple, pieces):
+        self.shape, self.nbytes, self.pieces = tuple(int(n) for n in shape), int(np.prod(shape, dtype=np.int64)), pieces
+
+
+def _write_npz(f, arrays: dict) -> None:
     """Like ``np.savez`` but byte-identical across runs (fixed zip timestamps), so the same
-    inputs give the same files."""
+    inputs give the same files. A `Streamed` member is written piece by piece; the file is the one its
+    whole array would give (same header, and the zip entry's size is known up front as ``writestr`` knows it)."""
     with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
         for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+            info, buf = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), io.BytesIO()
+            if not isinstance(arr, Streamed):
+                np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                z.writestr(info, buf.getvalue())
+                continue
+            np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": arr.shape})
+            info.file_size, done = buf.tell() + arr.nbytes, 0
+            with z.open(info, "w") as out:
+                out.write(buf.getvalue())
+                for piece in arr.pieces:
+                    out.write(piece)
+                    done += len(piece)
+            if done != arr.nbytes:
+                raise StoreError(f"{name}.npy: {done} bytes written, {arr.nbytes} announced")
 
 
 CODECS: dict = {}  # meta.json ``codec`` -> object with ``encode(meta, features, valid, timestamps) -> arrays``
+# and ``writer(store, stream, vid)`` (the same file, chunk by chunk: `FeatureStore.writer`)
 
 
 class FeatureStore:
@@ -92,6 +113,14 @@ class FeatureStore:
             arrays = codec.encode(self.stream_meta(stream), features, arrays["valid"], arrays["timestamps"])
         arrays.update(extra or {})
         atomic_write_bytes(self.path(stream, vid), lambda f: _write_npz(f, arrays))
+
+    def writer(self, stream: str, vid: str):
+        """A writer that takes a codec stream's frames chunk by chunk (``add(idx, features)``, then ``commit(valid,
+        timestamps, extra)`` or ``abort()``; a context manager that aborts unless committed) and writes the file
+        `write` would write for the whole array, holding one chunk at a time; None for a stream without a codec
+        (its steps are small: `write` them whole)."""
+        codec = self._codec(stream)
+        return codec.writer(self, stream, vid) if codec is not None and hasattr(codec, "writer") else None
 
     def _codec(self, stream: str):
         """The codec a stream's meta.json names (None: plain features); StoreError when it is not registered."""

@@ -9,6 +9,8 @@ The ``crops`` extractor (kind ``face``, registered lazily in `eri.features.extra
 ``valid`` and ``timestamps`` as usual (frames without a face: zeros, valid False). meta.json: ``dtype``
 "uint8", ``dim`` = size*size*3 (pixels per frame), and ``shape`` [S, S, 3], ``stride``, ``encoding`` in the
 extractor metadata. Hash, resume, shards, index (``n_steps``: stored frames) and report are the store's.
+Extraction hands each group of crops to the store's chunk writer as it is extracted (`eri.data.crops.CropWriter`),
+so a video of any length is written in flat memory; the other face streams are gathered and written whole.
 
 The storage format, the codec and the lazy reader are `eri.data.crops` (the store owns formats).
 """

@@ -2,8 +2,9 @@
 
 Per video: decode once (`eri.features.video`), detect + align faces once (`eri.features.faces`) when a
 ``face`` extractor needs them, run every extractor on its input, write one ``.npz`` per stream
-(`eri.data.store.FeatureStore`, atomic). Then each stream's ``index.csv`` is rebuilt from the files
-whose config hash is current.
+(`eri.data.store.FeatureStore`, atomic; a codec stream, the face crops, chunk by chunk through
+`FeatureStore.writer`, so its memory does not grow with the video). Then each stream's ``index.csv`` is
+rebuilt from the files whose config hash is current.
 
 - Datasets: ``abaw5`` (data_info.csv), ``muse2022`` (labels.csv + partition.csv) or ``folder`` (every
   video under the root, ids from file names); ``auto`` picks by the files present. Media are found
@@ -185,13 +186,27 @@ class Extraction:
         return n_frames
 
     def _faces(self, vid: str, path: Path, events, streams: list[Stream]) -> int:
-        """Run every face extractor on each group of aligned crops as it arrives; write at the end."""
+        """Run every face extractor on each group of aligned crops as it arrives; write at the end. A codec
+        stream (face crops) goes to its store writer chunk by chunk (`FeatureStore.writer`: flat memory
+        whatever the video's length); the others' small per-frame features are gathered and written whole."""
+        writers: dict = {}
+        try:
+            for s in streams:
+                if (w := self.store.writer(s.name, vid)) is not None:
+                    writers[s.name] = w
+            return self._face_events(vid, path, events, streams, writers)
+        finally:  # an error or Ctrl-C anywhere: no partial file, no temporary file (a no-op once committed)
+            for w in writers.values():
+                w.abort()
+
+    def _face_events(self, vid: str, path: Path, events, streams: list[Stream], writers: dict) -> int:
         from eri.features.faceflow import Decoded, FaceSummary, Features, extract_crops
         from eri.features.video import DecodeError
 
         names = ",".join(s.name for s in streams)
-        parts: dict[str, list] = {s.name: [] for s in streams}
+        parts: dict[str, list] = {s.name: [] for s in streams if s.name not in writers}
         extractors = {s.name: s.extractor for s in streams}
+        dtypes = {s.name: s.dtype for s in streams}
         failed: dict[str, str] = {}
         summary = None
         try:
@@ -210,7 +225,14 @@ class Extraction:
                 else:
                     outputs = extract_crops(extractors, ev.crops, failed)
                 for name, out in outputs.items():
-                    parts[name].append((ev.idx, out))
+                    if name not in writers:
+                        parts[name].append((ev.idx, out))
+                    elif name not in failed:
+                        try:  # the cast `_write` makes, so both paths store the same pixels
+                            writers[name].add(ev.idx, out if out.dtype == np.uint8 else
+                                              np.asarray(out, np.float32).astype(dtypes[name]))
+                        except Exception as e:  # noqa: BLE001 - a wrong shape, a full disk: this stream fails
+                            failed[name] = f"{type(e).__name__}: {e}"
         except Exception as e:  # noqa: BLE001 - DecodeError, or anything else a broken file provokes
             for s in streams:
                 self._drop_stale(s, vid)
@@ -227,13 +249,20 @@ class Extraction:
                 self._drop_stale(s, vid)
                 self._note(vid, s.name, "extract", failed[s.name], True)
                 continue
-            feats = np.zeros((summary.n_frames, s.extractor.dim), np.float32)
-            for idx, out in parts[s.name]:
-                feats[idx] = out
             try:
+                if s.name in writers:
+                    writers[s.name].commit(summary.valid, np.asarray(summary.timestamps, np.float32),
+                                           extra={"config_hash": np.array([s.hash])})
+                    continue
+                feats = np.zeros((summary.n_frames, s.extractor.dim), np.float32)
+                for idx, out in parts[s.name]:
+                    feats[idx] = out
                 self._write(s, vid, feats, summary.valid, summary.timestamps)
             except VideoError as e:
                 self._note(vid, s.name, e.stage, str(e), True)
+            except StoreError as e:  # the writer's checks (a frame index past the video's end)
+                self._drop_stale(s, vid)
+                self._note(vid, s.name, "extract", str(e), True)
         return summary.n_frames
 
     # -- the job

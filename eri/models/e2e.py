@@ -23,7 +23,20 @@ Why this shape:
   (`param_group`, read by `eri.training.task`); ``freeze_backbone_epochs``: the MMA net is frozen (no
   gradient, BatchNorm in eval mode) for the first epochs (`set_epoch`, called by the task).
 - On a GPU the CNN runs under bf16 autocast in channels_last.
-- The MMA multi-task loss as an auxiliary term is not implemented (no per-frame MMA labels in ERI data).
+- ``aux_mma_weight`` > 0 keeps the MMA multi-task loss as an auxiliary term (paper 000 trains the CNN on
+  it), so fine-tuning on the ERI loss does not wash out the affect heads the RNN reads. ERI videos carry
+  no per-frame MMA labels, so the term comes from the MMA training images themselves: ``aux_mma_config``
+  is a `tools/train_mma.py` config (path relative to the working directory) whose ``data`` (datasets,
+  weights, augmentation, align size, batch size unless ``aux_mma_batch_size``), ``loss`` weights and
+  ``seed`` are used; its ``model`` is not (the images are cut at this encoder's MMA crop size). Each
+  training step, `auxiliary_loss` draws the next batch of an endless stream over them (eri.mma's data
+  module and mixing sampler, started on the first call; its own CPU random stream, seeded by that config's
+  ``seed`` plus the DDP rank, so the ERI path draws the same numbers with or without it), runs this very
+  MMA net on it and returns weight x `MMALoss`; the task adds it to the ERI loss and logs ``train/aux``.
+  While the net is frozen the term would have no gradient: nothing is drawn and it is 0. Its BatchNorm
+  statistics see both image sources (ERI crops and MMA images). A model built under `weights_follow` (a
+  model file, prediction) has no auxiliary term and never reads the config. A resumed run restarts the
+  stream. The images and loss are `eri.mma.auxiliary` (imported by name at first use: eri.mma imports eri.models).
 
 A step that is not a square RGB image (D != 3 S^2) is read as a one-row grey strip (repeated to 3
 channels), so the encoder also runs on any per-step vector: the shared encoder tests feed 5- and 6-d steps.
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import math
 from contextvars import ContextVar
 from pathlib import Path
@@ -83,7 +97,8 @@ class MMARNN(nn.Module):
                  routing: bool = True, long_videos: str = "subsample", fc_activation: str = "relu",
                  train_frames: int = 0, checkpoint_frames: bool = False, chunk: int = 128,
                  freeze_backbone_epochs: int = 0, backbone_lr_scale: float = 0.1,
-                 mma_checkpoint: str | None = None, rnn_from_run: str | None = None):
+                 mma_checkpoint: str | None = None, rnn_from_run: str | None = None,
+                 aux_mma_weight: float = 0.0, aux_mma_config: str | None = None, aux_mma_batch_size: int | None = None):
         super().__init__()
         from eri.models.mma import create_mma
 
@@ -113,6 +128,10 @@ class MMARNN(nn.Module):
             if rnn_from_run:
                 self._load_rnn(rnn_from_run)
         self._set_frozen(self.frozen)
+        self.aux_mma_weight = _check_aux(self.mma, aux_mma_weight, aux_mma_config, aux_mma_batch_size)
+        if self.aux_mma_weight and _INIT.get():  # only a model built to train (not from a model file) has the term
+            self.aux_data = _auxiliary(aux_mma_config, self.mma.crop_size, aux_mma_batch_size)
+            self.auxiliary_loss = self._auxiliary_loss  # the task adds what a module with this method returns
 
     # ------------------------------------------------------------------ init
     def _load_mma(self, path: str) -> None:
@@ -225,6 +244,48 @@ class MMARNN(nn.Module):
 
     def routing_masks(self):
         return self.rnn.routing_masks()
+
+    def _auxiliary_loss(self) -> torch.Tensor:
+        """aux_mma_weight x the MMA loss of this MMA net on the next MMA training batch (module docstring)."""
+        device = self.feat_mean.device
+        if self.frozen or not self.training:  # frozen: no gradient could reach the net, so draw nothing
+            return torch.zeros((), device=device)
+        batch = {k: v.to(device, non_blocking=True) for k, v in self.aux_data.next_batch().items()}
+        x = self.mma.normalize(batch["image"])
+        if x.is_cuda:
+            if not self._channels_last:
+                self.mma.to(memory_format=torch.channels_last)
+                self._channels_last = True
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            out = self.mma(x)
+        loss, _ = self.aux_data.loss.to(device)({k: v.float() for k, v in out.items()}, batch)
+        return self.aux_mma_weight * loss
+
+
+# ------------------------------------------------------------------ the MMA loss as an auxiliary term
+def _auxiliary(path: str, crop_size: int, batch_size: int | None):
+    """`eri.mma.auxiliary.MMAAuxiliary` (the MMA images and loss), imported by name at first use, like the
+    registries' lazy targets: eri.mma builds on eri.models and eri.training, never the reverse at import."""
+    return importlib.import_module("eri.mma.auxiliary").MMAAuxiliary(path, crop_size, batch_size)
+
+
+def _check_aux(mma: nn.Module, weight, config, batch_size) -> float:
+    """The auxiliary options, all problems in one line; -> the weight (0.0: off)."""
+    bad = []
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < math.inf:
+        bad.append(f"aux_mma_weight must be a number >= 0 (got {weight!r})")
+    elif weight > 0 and not config:
+        bad.append("aux_mma_config (a tools/train_mma.py config naming the MMA images, e.g. configs/mma/demo.yaml) "
+                    "is required when aux_mma_weight > 0")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        bad.append(f"aux_mma_batch_size must be null or an integer >= 1 (got {batch_size!r})")
+    heads = [h for h in ("va_head", "expr_head", "au_head") if not isinstance(getattr(mma, h, None), nn.Module)]
+    if not bad and weight and heads:
+        bad.append(f"aux_mma_weight > 0 needs the MMA net's affect heads, and it has no {heads}")
+    if bad:
+        raise ConfigError("encoder mma_rnn: " + "; ".join(bad))
+    return float(weight)
 
 
 def takes_crops(encoder: dict) -> bool:

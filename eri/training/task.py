@@ -63,6 +63,13 @@ class ERITask(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         if len(terms) > 1:
             self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_epoch=True, batch_size=bs)
+        # auxiliary losses of modules that have them (eri.models.e2e: the MMA loss on MMA images), added to the
+        # optimised loss; train/loss stays the ERI loss. A model without one runs exactly as without this hook
+        aux = [m.auxiliary_loss() for m in self.model.modules() if hasattr(m, "auxiliary_loss")]
+        if aux:
+            aux = torch.stack(aux).sum()
+            self.log("train/aux", aux, on_step=True, on_epoch=True, batch_size=bs)
+            loss = loss + aux
         return loss
 
     def configure_optimizers(self):
