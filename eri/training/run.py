@@ -31,7 +31,7 @@ from eri.runs import (CONFIG, METRICS, MODEL, SIGNATURE, SKIPPED, best_checkpoin
                       write_predictions)
 from eri.training.metrics import bootstrap_ci, format_table, nonfinite
 from eri.training.skeleton import (  # noqa: F401 (read_logs: API)
-    build_trainer, check_resume, configure_cpu, fit, prepare_once, read_logs, upload_files)
+    build_trainer, check_resume, configure_cpu, fit, isolated_rng, prepare_once, read_logs, upload_files)
 from eri.training.task import ERITask
 
 
@@ -42,7 +42,8 @@ def prepared_datamodule(cfg: DictConfig, stage: str, progress: bool = True) -> E
     if dm.crops and int(os.environ.get("LOCAL_RANK", 0)) == 0:  # a face-crop model on *-faces data: videos, then crops
         from eri.features.crops import extract_face_crops
 
-        extract_face_crops(dm)
+        with isolated_rng():
+            extract_face_crops(dm)
     prepare_once(dm)
     dm.setup(stage)
     return dm

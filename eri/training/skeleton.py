@@ -14,6 +14,7 @@ Python generators in every checkpoint, so a resumed run draws what an uninterrup
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -80,11 +81,26 @@ def configure_cpu(cfg: DictConfig) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
 
 
+@contextlib.contextmanager
+def isolated_rng():
+    """The global random states (Python, NumPy, torch CPU) are restored after the block, so preparing data
+    (generating a synthetic dataset, extracting crops) in the run's own process draws nothing from the
+    run's seeded stream: the first run, which makes the data, gives the numbers of every rerun."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
 def prepare_once(datamodule: L.LightningDataModule) -> None:
     """``prepare_data`` (synthetic data, packed copies) in the first process of a machine only: DDP ranks
-    that Lightning starts later find it done."""
+    that Lightning starts later find it done. The run's random numbers are untouched (`isolated_rng`)."""
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        datamodule.prepare_data()
+        with isolated_rng():
+            datamodule.prepare_data()
 
 
 def check_resume(out: Path, cfg: DictConfig) -> Path | None:
