@@ -96,3 +96,18 @@ def test_bucketing_is_seeded_complete_and_pads_less():
     plain = EpochShuffle(1000, 3)
     plain.set_epoch(2)
     assert padding_fraction(lengths, first, 32) < 0.5 * padding_fraction(lengths, plain.order(), 32)
+
+
+def test_measured_peak_rss_is_the_commands_own_not_the_benchmarks():
+    """A command started from a benchmark that holds much memory reports its own peak, not the benchmark's
+    (a process keeps the peak of the image it replaced at exec), and its exit code and output come back."""
+    import sys
+
+    from eri.benchmarks.scale import run_measured
+
+    held = np.ones(600 * 2**20 // 8)  # 600 MB resident in this process
+    child = "import numpy as np, sys; a = np.ones(200 * 2**20 // 8); print('made', a.nbytes // 2**20); sys.exit(3)"
+    res = run_measured([sys.executable, "-c", child])
+    assert res["code"] == 3 and "made 200" in res["output"]
+    assert 200 <= res["peak_rss_mb"] < 450, res["peak_rss_mb"]
+    assert held.sum() > 0

@@ -9,7 +9,7 @@ Memory modes (the encoder's knobs): ``all`` (every frame with gradients), ``fram
 (``train_frames``: K random frames per video with gradients, the rest without), ``checkpoint``
 (``checkpoint_frames``: every frame, the CNN recomputed in backward) and ``score`` (no grad, every frame).
 
-Each mode runs in a fresh process (`eri.benchmarks.scale.run_measured`: its peak RSS from wait4), so
+Each mode runs in a fresh process (`eri.benchmarks.scale.run_measured`: its own peak RSS, from wait4 through a bare launcher), so
 memory is per mode; ``rss_growth_mb`` is the peak over the process's state just before the first step
 (model and inputs built). FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add
 is 2 FLOPs, as GPU peaks count them) during the untimed warm-up step, and per frame through the MMA net

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
+import tempfile
 import sys
 import time
 from fractions import Fraction
@@ -75,15 +77,30 @@ def write_long_video(path: Path, seconds: float, size: tuple[int, int] = (640, 3
     return path
 
 
+# A bare launcher between the benchmark and the measured command: a process's ru_maxrss keeps the peak of
+# the image it replaced at exec (Linux), so a command started straight from the benchmark (which may hold
+# decoded frames, torch, ...) would report at least the benchmark's own peak. The launcher's peak is ~10 MB.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd`` to completion; its wall time, exit code, peak RSS (MB, from wait4) and output."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    out = p.stdout.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": time.perf_counter() - t, "code": p.returncode, "peak_rss_mb": usage.ru_maxrss / 1024, "output": out}
+    """Run ``cmd`` to completion; its wall time, exit code, peak RSS (MB: the command's own, through
+    `_LAUNCHER`; the largest single process, not a sum over worker processes) and output."""
+    exe = cmd[0] if os.sep in cmd[0] else shutil.which(cmd[0]) or cmd[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "maxrss"
+        t = time.perf_counter()
+        p = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(report), exe, *cmd[1:]], cwd=ROOT,
+                           env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seconds = time.perf_counter() - t
+        kb = int(report.read_text()) if report.exists() else 0
+    return {"seconds": seconds, "code": p.returncode, "peak_rss_mb": kb / 1024, "output": p.stdout}
 
 
 EXTRACT_CFG = """extractors:
