@@ -11,7 +11,7 @@ its own ceiling. In every world the same rows are trained through the shared run
   with the best **val** mean PCC, so its test score is honest;
 - ``mean pooling``: the demo with every encoder a masked mean (`mean_pool`);
 - ``masked RNN (mma)``: paper 000's `configs/mma_mrnnet.yaml` on the mma stream (batch 16, 12 epochs at
-  small size, as in the demo comparison);
+  small size, as in the demo-variants ablation table);
 - ``ensemble (N seeds)``: the mean of the demo's test predictions over seeds 0..N-1 (no fitted weights).
 
 Every score is test mean PCC with its 95% bootstrap interval. The paired comparisons (demo - best single

@@ -1,5 +1,5 @@
 """The run cache shared by everything that trains many configs (ablation tables, ensembles, the
-demo comparison): a run directory named by the hash of everything that changes its numbers, so a
+demo-variants table): a run directory named by the hash of everything that changes its numbers, so a
 finished config is read, never retrained, and an interrupted one resumes.
 
     <runs>/<run_key(cfg)>/   an ordinary run directory (tools/train.py's layout)
