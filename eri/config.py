@@ -129,6 +129,8 @@ class TrainerConfig:
     early_stopping_patience: Optional[int] = rule(None, ge=1)  # epochs without val improvement; None: off
     limit_train_batches: Optional[float] = rule(None, gt=0)  # fraction or count, for quick checks
     log_every_n_steps: int = rule(10, ge=1)
+    # True: bit-identical on CPU. On a GPU torch lacks deterministic kernels for some ops this codebase uses
+    # (AdaptiveAvgPool2d's backward), so there it means 'warn' (`skeleton.trainer_determinism`)
     deterministic: bool = True
     flush_denormal: bool = True  # CPU: treat denormal floats as 0 (RNN gradients decay into them, 10x slower)
     progress_bar: bool = True

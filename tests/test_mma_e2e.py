@@ -54,6 +54,30 @@ def test_mma_e2e_frozen_path_feeds_the_rnn_what_regime_1_extracts():
     assert not feats[1, 5:].any()
 
 
+def test_mma_e2e_trains_when_a_step_leaves_one_frame_for_batchnorm():
+    """A chunk of one frame in training (BatchNorm has no batch statistics of one sample; the H200 run of
+    table 000-e2e stopped on it): a remainder of 1 joins the chunk before it, and a lone frame (the only one
+    with gradients) is run on BatchNorm's running statistics."""
+    enc = _enc(chunk=4, train_frames=0).train()
+    x, n = _pixels([5])  # 5 frames with gradients: chunks 4 + 1 -> one of 5
+    assert [len(c) for c in enc._chunks(x[0])] == [5] and [len(c) for c in enc._chunks(x[0, :4])] == [4]
+    enc(x, n).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.mma.backbone.parameters())
+    enc = _enc(train_frames=1).train()
+    x, n = _pixels([1, 6])  # videos of 1 and 6 frames, one frame each with gradients: a chunk of 2
+    x1, n1 = _pixels([1])
+    running = [m.running_mean.clone() for m in enc.mma.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    out = enc.frame_features(x1, n1)  # the lone frame with gradients
+    assert enc.grad_frames == 1 and out.requires_grad
+    after = [m.running_mean for m in enc.mma.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert all(torch.equal(a, b) for a, b in zip(running, after))  # running statistics used, not updated
+    with torch.no_grad():
+        enc.mma.eval()
+        ref = enc.frame_features(x1, n1)
+    assert torch.allclose(out.detach(), ref, atol=1e-6)
+    enc.train()(x, n).sum().backward()
+
+
 def test_mma_e2e_padding_invariance():
     enc = _enc().eval()
     x, n = _pixels([20, 6])
@@ -141,6 +165,35 @@ def test_mma_e2e_benchmark_counts_gradient_frames_and_their_flops():
     assert hume_flops(rows[3], n=20) - hume_flops(rows[3], n=12) == pytest.approx(8 * h * 1e9, rel=1e-6)
     skipped = measure(mode="all", **{**kw, "max_gb": 1e-6})
     assert skipped["note"].startswith("skipped") and "train_videos_per_s" not in skipped
+
+
+def test_mma_e2e_benchmark_hours_from_measured_rates(monkeypatch):
+    """`--device cuda`'s measured estimate: seconds per Hume video = 1 / the measured rate, scaled by the FLOP
+    ratio of Hume's mean length to the benchmark's; at the same length, the plain sum over the splits."""
+    from eri.benchmarks import e2e
+
+    kw = dict(size="tiny", batch=2, length=12, frames=12, steps=1, threads=1, side=16, max_gb=1.0)
+    train, score = e2e.measure(mode="frames=3", **kw), e2e.measure(mode="score", **kw)
+    for r in (train, score):
+        r["max_epochs"] = 5
+    monkeypatch.setitem(e2e.HUME, "frames", 12)  # Hume's mean length = the benchmark's: ratio 1
+    [h] = e2e.measured_hours([train, score])
+    epoch = e2e.HUME["train"] / train["train_videos_per_s"] + e2e.HUME["val"] / score["score_videos_per_s"]
+    assert h["measured_hours_per_epoch"] == pytest.approx(epoch / 3600, rel=1e-5)
+    assert h["measured_hours_5_epochs"] == pytest.approx(
+        (5 * epoch + e2e.HUME["test"] / score["score_videos_per_s"]) / 3600, rel=1e-5)
+    monkeypatch.setitem(e2e.HUME, "frames", 24)  # twice the frames: more FLOPs, so more hours
+    assert e2e.measured_hours([train, score])[0]["measured_hours_per_epoch"] > h["measured_hours_per_epoch"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_mma_e2e_benchmark_on_cuda_without_a_gpu_says_so():
+    from eri.benchmarks.e2e import measure
+    from eri.errors import InputError
+
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        measure(size="tiny", mode="score", batch=1, length=4, frames=4, steps=1, threads=1, side=16, max_gb=1.0,
+                device="cuda")
 
 
 # ------------------------------------------------------------ the MMA loss as an auxiliary term (aux_mma_*)

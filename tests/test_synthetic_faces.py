@@ -49,6 +49,18 @@ def test_mma_e2e_face_videos_are_deterministic_and_resumable(faces, tmp_path):
                                                                                "gaze": ["Adoration"]}
 
 
+def test_mma_e2e_face_videos_rendered_by_workers_are_the_same_files(faces, tmp_path):
+    """make_synthetic --workers N: the same videos and summary as one process, whichever process renders."""
+    root, *_ = faces
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "tiny-faces", {**PRESETS["tiny-faces"], **SMALL})
+        s = generate(tmp_path / "w", "tiny-faces", progress=False, workers=2)
+    assert s["_generated_now"] == 8
+    assert ({p.name: p.read_bytes() for p in (tmp_path / "w" / "videos").iterdir()}
+            == {p.name: p.read_bytes() for p in (root / "videos").iterdir()})
+    assert (tmp_path / "w" / "synthetic.json").read_bytes() == (root / "synthetic.json").read_bytes()
+
+
 def test_mma_e2e_face_videos_follow_the_event_timeline(faces):
     _, knobs, face, plan, mix = faces
     rows = plan.to_dict("records")

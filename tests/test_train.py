@@ -85,6 +85,27 @@ def test_same_seed_same_numbers(demo_run, tmp_path, tiny_root):
     assert again["val"] == metrics["val"] and again["test"] == metrics["test"]
 
 
+def test_determinism_is_strict_on_cpu_and_warns_where_a_gpu_lacks_deterministic_kernels(monkeypatch):
+    """trainer.deterministic: strict on the CPU (the same numbers); on a GPU "warn", since torch has no
+    deterministic CUDA backward for AdaptiveAvgPool2d (the MMA CNN), where strict mode raises."""
+    from eri.training.skeleton import trainer_determinism
+
+    t = load_config("configs/demo.yaml").trainer
+    assert trainer_determinism(_with(t, accelerator="cpu")) is True
+    assert trainer_determinism(_with(t, accelerator="gpu")) == "warn"
+    assert trainer_determinism(_with(t, accelerator="cpu", deterministic=False)) is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trainer_determinism(_with(t, accelerator="auto")) == "warn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_determinism(_with(t, accelerator="auto")) is True
+
+
+def _with(t, **kw):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(t, kw)
+
+
 def test_preparing_data_in_the_run_draws_nothing_from_its_seed(faces_root):
     """A run that generates its videos and extracts their crops (the first run on a *-faces preset) gets the
     same random numbers after its seed as a rerun on the finished data, so both give the same numbers."""

@@ -1,6 +1,7 @@
 """End-to-end throughput (``eri benchmark e2e``, issue 21 item 5): videos/s, peak memory and FLOPs of the
-paper 000 joint model (encoder ``mma_rnn``, `eri.models.e2e`) on the CPU, and what one H200 would need for
-Hume-Reaction.
+paper 000 joint model (encoder ``mma_rnn``, `eri.models.e2e`) on the CPU or a GPU (``device="cuda"``: the
+Trainer on the GPU, the CNN under the encoder's own bf16 autocast in channels_last, as training runs it),
+and what one H200 would need for Hume-Reaction.
 
 The model is built as training builds it: `configs/mma_mrnnet_e2e.yaml` at a size preset, `create_model`,
 the `ERITask` (its optimiser groups: the MMA net at lr x backbone_lr_scale; routing), trained by a
@@ -14,7 +15,9 @@ memory is per mode; ``rss_growth_mb`` is the peak over the process's state just 
 (model and inputs built). FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add
 is 2 FLOPs, as GPU peaks count them) during the untimed warm-up step, and per frame through the MMA net
 on a few probe frames (with and without gradients), which also gives the bytes autograd saves per frame:
-the estimate that skips a mode over ``max_gb`` before it runs, and the H200 memory check.
+the estimate that skips a mode over ``max_gb`` before it runs, and the H200 memory check. On a GPU the
+memory columns are the GPU's: peak allocated bytes (`torch.cuda.max_memory_allocated`) over those held
+before the first step, and steps are timed after `torch.cuda.synchronize`.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def mode_overrides(mode: str) -> list[str]:
     raise InputError(f"e2e benchmark: unknown mode {mode!r}; modes: all, frames, frames=K (K > 0), checkpoint, score")
 
 
-def build(size: str, mode: str, side: int):
+def build(size: str, mode: str, side: int, device: str = "cpu"):
     """(config, ERITask, its mma_rnn encoder, stream name) as `eri.training.run.build_task` builds them."""
     from omegaconf import OmegaConf
 
@@ -60,7 +63,8 @@ def build(size: str, mode: str, side: int):
     from eri.models import create_model
     from eri.training.task import ERITask
 
-    cfg = load_config(CONFIG, [f"model.preset={size}", "trainer.accelerator=cpu", "trainer.devices=1",
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    cfg = load_config(CONFIG, [f"model.preset={size}", f"trainer.accelerator={accelerator}", "trainer.devices=1",
                                "trainer.progress_bar=false", *mode_overrides(mode)])
     stream = streams_of(cfg)[0]
     model = create_model(OmegaConf.to_container(cfg.model.branches, resolve=True),
@@ -143,6 +147,8 @@ def _train(cfg, task, encoder, batch: dict, steps: int) -> dict:
 
     from eri.training.skeleton import build_trainer
 
+    import torch
+
     seen = {"t": [], "cpu": [], "grad_frames": [], "flops": 0.0}
 
     class Steps(Callback):
@@ -155,6 +161,8 @@ def _train(cfg, task, encoder, batch: dict, steps: int) -> dict:
             if idx == 0:
                 self.fc.__exit__(None, None, None)
                 seen["flops"] = self.fc.get_total_flops()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the step's kernels have finished
             seen["t"].append(time.perf_counter())
             seen["cpu"].append(time.process_time())
             seen["grad_frames"].append(encoder.grad_frames)
@@ -168,31 +176,39 @@ def _train(cfg, task, encoder, batch: dict, steps: int) -> dict:
             "flops": seen["flops"], "grad_frames": seen["grad_frames"][-1]}
 
 
-def _score(task, batch: dict, steps: int) -> dict:
+def _score(task, batch: dict, steps: int, device: str = "cpu") -> dict:
     """One counted pass, then ``steps`` timed passes, as validation runs (eval, inference mode)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    task.eval()
+    task.eval().to(device)
+    batch = {k: ({s: v.to(device) for s, v in x.items()} if isinstance(x, dict) else x.to(device))
+             for k, x in batch.items()}
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.inference_mode():
         with FlopCounterMode(display=False) as fc:
             task(batch)
+        sync()
         t, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             task(batch)
+        sync()
     return {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu, "flops": fc.get_total_flops(),
             "grad_frames": 0}
 
 
 def measure(size: str, mode: str, batch: int, length: int, frames: int, steps: int, threads: int, side: int,
-            max_gb: float) -> dict:
+            max_gb: float, device: str = "cpu") -> dict:
     """One (size, mode) row, in this process (`e2e_benchmark` runs it in a fresh one)."""
     import torch
 
     from eri.training.skeleton import configure_cpu
 
+    gpu = device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise InputError("e2e benchmark: --device cuda, but torch sees no CUDA GPU on this machine")
     torch.set_num_threads(threads)
-    cfg, task, enc, stream = build(size, mode, side)
+    cfg, task, enc, stream = build(size, mode, side, device)
     configure_cpu(cfg)
     torch.manual_seed(cfg.seed)
     frames = min(frames, length, enc.max_len)  # the frames the RNN keeps (longer videos are subsampled to L)
@@ -201,14 +217,14 @@ def measure(size: str, mode: str, batch: int, length: int, frames: int, steps: i
     est = batch * grad_frames * costs["saved_bytes"]
     if enc.checkpoint_frames:  # one chunk's activations at a time, plus every chunk's input pixels
         est = min(enc.chunk, batch * frames) * costs["saved_bytes"] + batch * frames * side * side * 3 * 4
-    row = {"size": size, "mode": mode, "batch": batch, "length": length, "frames": frames, "crop": side,
+    row = {"device": torch.cuda.get_device_name() if gpu else "cpu", "size": size, "mode": mode, "batch": batch, "length": length, "frames": frames, "crop": side,
            "train_frames": enc.train_frames, "checkpoint_frames": enc.checkpoint_frames, "steps": steps,
            "threads": threads, "grad_frames_per_video": grad_frames,
            "est_activation_mb": round(est / 2**20, 1),
            "saved_mb_per_grad_frame": round(costs["saved_bytes"] / 2**20, 3),
            "gflops_per_grad_frame": _sig(costs["grad_flops"] / 1e9),
            "gflops_per_frame_nograd": _sig(costs["nograd_flops"] / 1e9)}
-    free = _available()
+    free = torch.cuda.mem_get_info()[0] if gpu else _available()
     if est > max_gb * 2**30 or est > 0.8 * free:  # never push a shared machine into swap or the OOM killer
         return {**row, "note": f"skipped: estimated activation memory {est / 2**30:.1f} GB > --max-gb {max_gb:g} "
                                f"or 80% of the {free / 2**30:.1f} GB available"}
@@ -217,22 +233,27 @@ def measure(size: str, mode: str, batch: int, length: int, frames: int, steps: i
     x[:, frames:] = 0
     b = {"x": {stream: x}, "lengths": {stream: torch.full((batch,), frames)}, "y": torch.rand(batch, 7, generator=g),
          "index": torch.arange(batch)}
-    exact = _peak_reset()  # growth over the state just before the first step (model and inputs built)
-    before = _peak_rss()
-    res = _score(task, b, steps) if mode == "score" else _train(cfg, task, enc, b, steps)
-    growth = _peak_rss() - before
+    if gpu:  # the GPU's own peak over what it held before the first step
+        task.to(device)
+        torch.cuda.reset_peak_memory_stats()
+        exact, before = True, torch.cuda.memory_allocated()
+    else:
+        exact = _peak_reset()  # growth over the state just before the first step (model and inputs built)
+        before = _peak_rss()
+    res = _score(task, b, steps, device) if mode == "score" else _train(cfg, task, enc, b, steps)
+    growth = (torch.cuda.max_memory_allocated() if gpu else _peak_rss()) - before
     speed = batch * steps / res["seconds"]
     return {**row, "grad_frames_per_video": res["grad_frames"] // batch,
             "train_videos_per_s": None if mode == "score" else round(speed, 3),
             "score_videos_per_s": round(speed, 3) if mode == "score" else None,
             "videos_per_cpu_s": round(batch * steps / res["cpu_seconds"], 3),
-            "rss_growth_mb": round(growth / 2**20), "gflops_per_video": _sig(res["flops"] / batch / 1e9),
+            ("gpu_growth_mb" if gpu else "rss_growth_mb"): round(growth / 2**20), "gflops_per_video": _sig(res["flops"] / batch / 1e9),
             "note": "" if exact else "peak mark not resettable: rss growth is over the earlier peak"}
 
 
 def e2e_benchmark(sizes=("tiny", "paper"), modes=MODES, steps: int = 2, threads: int = 1, max_gb: float = 16.0,
                   batch: int | None = None, length: int | None = None, frames: int | None = None,
-                  crop: int | None = None, progress=print) -> list[dict]:
+                  crop: int | None = None, progress=print, device: str = "cpu") -> list[dict]:
     """Every (size, mode), each in a fresh process; batch, length and crop default to the config's
     ``data.batch_size``, the preset's ``max_len`` and `CROP`; every video has ``frames`` valid frames (default: all)."""
     from eri.benchmarks.scale import run_measured
@@ -248,7 +269,7 @@ def e2e_benchmark(sizes=("tiny", "paper"), modes=MODES, steps: int = 2, threads:
         b, n = batch or cfg.data.batch_size, length or cfg.model.branches[0].encoder.max_len
         for mode in modes:
             kw = dict(size=size, mode=mode, batch=b, length=n, frames=frames or n, steps=steps, threads=threads,
-                      side=crop or CROP[size], max_gb=max_gb)
+                      side=crop or CROP[size], max_gb=max_gb, device=device)
             env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
             res = run_measured([sys.executable, "-c", CHILD, json.dumps(kw)], env)
             found = [ln for ln in res["output"].splitlines() if ln.startswith("E2E_ROW ")]
@@ -263,17 +284,19 @@ def e2e_benchmark(sizes=("tiny", "paper"), modes=MODES, steps: int = 2, threads:
             if progress:
                 speed = row.get("train_videos_per_s") or row.get("score_videos_per_s")
                 progress(f"  {size:<6} {mode:<11} {speed if speed is not None else '-':>8} videos/s  "
-                         f"rss +{row.get('rss_growth_mb', '-')} MB  {row.get('gflops_per_video', '-')} GFLOP/video  "
+                         f"memory +{row.get('gpu_growth_mb', row.get('rss_growth_mb', '-'))} MB  "
+                         f"{row.get('gflops_per_video', '-')} GFLOP/video  "
                          f"{row.get('note', '')}")
     return rows
 
 
-def hume_flops(row: dict, n: int = HUME["frames"]) -> float | None:
+def hume_flops(row: dict, n: int | None = None) -> float | None:
     """FLOPs per Hume-Reaction video of ``n`` frames in this row's mode: the counted per-video FLOPs with
     the MMA net's share re-counted at ``n`` frames (per-frame counts of the probe); the rest (RNN, head,
     loss, at the padded length) as counted."""
     if row.get("gflops_per_video") is None:
         return None
+    n = HUME["frames"] if n is None else n
     g, h = row["gflops_per_grad_frame"], row["gflops_per_frame_nograd"]
     k = 0 if row["mode"] == "score" else min(row["train_frames"] or row["frames"], row["frames"])
     rest = row["gflops_per_video"] - (k * g + (row["frames"] - k) * h)
@@ -302,6 +325,27 @@ def h200_estimate(rows: list[dict], utilisation: float = 0.3) -> list[dict]:
     return out
 
 
+def measured_hours(rows: list[dict]) -> list[dict]:
+    """Hours per Hume-Reaction epoch from the measured videos/s (GPU rows): each training mode's rate on the
+    train split and the score mode's on val, each time scaled from the benchmark's L frames to Hume's mean
+    by the FLOP ratio (`hume_flops`; per-step overheads do not shrink with it, so this is a lower bound)."""
+    out = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        here = [r for r in rows if r["size"] == size and r.get("gflops_per_video")]
+        score = next((r for r in here if r["mode"] == "score" and r.get("score_videos_per_s")), None)
+        for r in here:
+            if r["mode"] == "score" or not r.get("train_videos_per_s") or score is None:
+                continue
+            per = {k: hume_flops(x) / (x["gflops_per_video"] * 1e9) / x[f"{k}_videos_per_s"]
+                   for k, x in (("train", r), ("score", score))}  # seconds per Hume video
+            epoch = HUME["train"] * per["train"] + HUME["val"] * per["score"]
+            out.append({"device": r.get("device"), "size": size, "mode": r["mode"],
+                        "measured_hours_per_epoch": _sig(epoch / 3600),
+                        f"measured_hours_{r['max_epochs']}_epochs": _sig((r["max_epochs"] * epoch
+                                                                          + HUME["test"] * per["score"]) / 3600)})
+    return out
+
+
 def h200_memory(rows: list[dict]) -> list[str]:
     """Whether every frame with gradients at the row's batch and L fits an H200 (bytes autograd saved per frame)."""
     lines = []
@@ -316,16 +360,20 @@ def h200_memory(rows: list[dict]) -> list[str]:
 
 TABLE = ["size", "mode", "batch", "length", "crop", "grad_frames_per_video", "train_videos_per_s", "score_videos_per_s",
          "videos_per_cpu_s",
-         "rss_growth_mb", "peak_rss_mb", "est_activation_mb", "gflops_per_video", "note"]
+         "rss_growth_mb", "gpu_growth_mb", "peak_rss_mb", "est_activation_mb", "gflops_per_video", "note"]
 
 
-def report(rows: list[dict], utilisation: float, threads: int, steps: int) -> str:
+def report(rows: list[dict], utilisation: float, threads: int, steps: int, device: str = "cpu") -> str:
     """The printed table, the H200 estimate and what the numbers are (and are not)."""
     import pandas as pd
 
-    df = pd.DataFrame(rows).reindex(columns=TABLE)
+    gpu = device == "cuda"
+    df = pd.DataFrame(rows).reindex(columns=["device", *TABLE]).dropna(axis=1, how="all")
     h200 = pd.DataFrame(h200_estimate(rows, utilisation))
-    lines = [f"CPU, {threads} thread(s); a short run: 1 warm-up step (FLOPs counted) + {steps} timed step(s) per mode, "
+    where = (f"GPU ({next((r['device'] for r in rows if r.get('device')), 'cuda')}), the CNN under bf16 autocast in "
+             "channels_last; gpu_growth_mb: peak GPU memory allocated over what was held before the first step"
+             if gpu else f"CPU, {threads} thread(s)")
+    lines = [f"{where}; a short run: 1 warm-up step (FLOPs counted) + {steps} timed step(s) per mode, "
              "each mode in a fresh process; videos_per_cpu_s: per second of this process's CPU time (robust to other "
              "jobs sharing the cores when threads = 1); peak RSS on the CPU is only a proxy for accelerator memory.",
              "", df.to_markdown(index=False, floatfmt=".4g"), "",
@@ -336,4 +384,8 @@ def report(rows: list[dict], utilisation: float, threads: int, steps: int) -> st
              "scoring test once. crop_frames_per_s: the face crops the GPU would consume while training."]
     lines += (["", h200.to_markdown(index=False, floatfmt=".4g")] if len(h200)
               else ["(no H200 estimate: it needs a training mode and the score mode of the same size)"])
+    measured = pd.DataFrame(measured_hours(rows)) if gpu else pd.DataFrame()
+    if len(measured):
+        lines += ["", "Measured on this GPU (rates above, scaled to Hume-Reaction's mean frames by FLOPs; data "
+                      "loading not included):", "", measured.to_markdown(index=False, floatfmt=".4g")]
     return "\n".join([*lines, "", *h200_memory(rows)])

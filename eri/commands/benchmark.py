@@ -17,7 +17,7 @@
   python tools/benchmark.py crops [--video F] [--sizes 64 112] [--fps 10] [--memory [--lengths 300 1200 4800]]
       bytes per frame and read frames/s (64 random frames, whole video) of each face-crop encoding; --memory:
       peak RSS of extracting the crops stream per video length, chunk writer vs whole-array write
-  python tools/benchmark.py e2e [--sizes tiny paper] [--modes all frames checkpoint score] [--steps 2] [--threads 1]
+  python tools/benchmark.py e2e [--sizes tiny paper] [--modes all frames checkpoint score] [--steps 2] [--threads 1] [--device cpu|cuda]
       the end-to-end model (mma_rnn) per memory mode: training / scoring videos/s, peak RSS, FLOPs per video,
       and the hours one H200 would need for Hume-Reaction (--utilisation, an assumption)
 """
@@ -82,7 +82,9 @@ def _run(argv=None, prog=None) -> int:
     ee.add_argument("--length", type=int, help="padded length L (default: the preset's max_len, 480)")
     ee.add_argument("--frames", type=int, help="valid frames per video (default: L)")
     ee.add_argument("--crop", type=int, help="crop side in pixels (default: 64 tiny, 112 paper)")
-    ee.add_argument("--out", default="benchmarks/out/e2e_throughput_cpu.csv")
+    ee.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: on the GPU as training runs there (bf16 autocast, channels_last), GPU memory")
+    ee.add_argument("--out", help="default: benchmarks/out/e2e_throughput_<device>.csv")
     sc = sub.add_parser("scale", help="memory and speed at Hume-Reaction scale (extraction and training)")
     sc.add_argument("kind", choices=["extract-memory", "extract-speed", "train"])
     sc.add_argument("--folder", default="benchmarks/out/scale", help="generated videos and stores go here")
@@ -160,9 +162,10 @@ def _run(argv=None, prog=None) -> int:
         from eri.benchmarks.e2e import e2e_benchmark, report
 
         rows = e2e_benchmark(args.sizes, args.modes, args.steps, args.threads, args.max_gb, args.batch, args.length,
-                             args.frames, args.crop)
-        atomic_write_text(Path(args.out), pd.DataFrame(rows).to_csv(index=False))
-        print("\n" + report(rows, args.utilisation, args.threads, args.steps) + f"\n\nwritten: {args.out}")
+                             args.frames, args.crop, device=args.device)
+        out = args.out or f"benchmarks/out/e2e_throughput_{args.device}.csv"
+        atomic_write_text(Path(out), pd.DataFrame(rows).to_csv(index=False))
+        print("\n" + report(rows, args.utilisation, args.threads, args.steps, args.device) + f"\n\nwritten: {out}")
         return 0
 
     if args.what == "ensemble":

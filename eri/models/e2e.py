@@ -202,19 +202,33 @@ class MMARNN(nn.Module):
             out = self.mma.outputs26(x) if self.features == "outputs26" else self.mma.backbone_features(x)
         return out.float()
 
+    def _chunks(self, pixels: torch.Tensor) -> tuple:
+        """``pixels`` in chunks of at most ``chunk`` frames, none of a single frame when there are more: in
+        training BatchNorm takes each chunk's statistics and cannot from one sample (a remainder of 1 joins
+        the chunk before it, one frame over ``chunk``)."""
+        n, c = len(pixels), self.chunk
+        sizes = [c] * (n // c) + ([n % c] if n % c else [])
+        if len(sizes) > 1 and sizes[-1] == 1:
+            sizes[-2:] = [sizes[-2] + 1]
+        return pixels.split(sizes)
+
     def _run(self, pixels: torch.Tensor, grad: bool) -> torch.Tensor:
         if pixels.is_cuda and not self._channels_last:
             self.mma.to(memory_format=torch.channels_last)
             self._channels_last = True
         outs = []
-        for c in pixels.split(self.chunk):
-            if not grad:
-                with torch.no_grad():
+        for c in self._chunks(pixels):
+            # a lone frame in training (e.g. the only frame with gradients in a step): BatchNorm uses its
+            # running statistics for it, as at scoring, since one sample has no batch statistics
+            lone = len(c) == 1 and self.mma.training
+            with _batchnorm_eval(self.mma) if lone else contextlib.nullcontext():
+                if not grad:
+                    with torch.no_grad():
+                        outs.append(self._net(self.images(c)))
+                elif self.checkpoint_frames and not lone:  # (a recompute would run outside the block)
+                    outs.append(checkpoint(lambda c: self._net(self.images(c)), c, use_reentrant=False))
+                else:
                     outs.append(self._net(self.images(c)))
-            elif self.checkpoint_frames:
-                outs.append(checkpoint(lambda c: self._net(self.images(c)), c, use_reentrant=False))
-            else:
-                outs.append(self._net(self.images(c)))
         return torch.cat(outs) if outs else pixels.new_zeros(0, self.feat_mean.shape[0])
 
     def frame_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -261,6 +275,19 @@ class MMARNN(nn.Module):
             out = self.mma(x)
         loss, _ = self.aux_data.loss.to(device)({k: v.float() for k, v in out.items()}, batch)
         return self.aux_mma_weight * loss
+
+
+@contextlib.contextmanager
+def _batchnorm_eval(net: nn.Module):
+    """The net's BatchNorm layers in eval mode (running statistics, none updated) inside the block."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in bns:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.train()
 
 
 # ------------------------------------------------------------------ the MMA loss as an auxiliary term

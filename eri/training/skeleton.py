@@ -194,6 +194,17 @@ def upload_files(trainer: L.Trainer, *paths: Path) -> None:
                 logger.experiment.log_artifact(logger.run_id, str(path))
 
 
+def trainer_determinism(t) -> bool | str:
+    """Lightning's ``deterministic`` for ``trainer.deterministic``: True on the CPU (the promise: same config
+    and seed, same numbers); "warn" where the run may reach a GPU, since torch has no deterministic CUDA
+    backward for some ops, AdaptiveAvgPool2d's among them (the MMA CNN), and True makes them raise a
+    RuntimeError: deterministic kernels wherever torch has them, a warning elsewhere."""
+    if not t.deterministic:
+        return False
+    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    return "warn" if gpu else True
+
+
 def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Trainer:
     from eri.training.noise import quiet_lightning
 
@@ -208,7 +219,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Tr
         precision=t.precision,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
-        deterministic=t.deterministic,
+        deterministic=trainer_determinism(t),
         enable_progress_bar=t.progress_bar,
         num_sanity_val_steps=0,  # a partial validation would score a partial split
         logger=overrides.pop("logger") if "logger" in overrides else make_logger(cfg, out),  # evaluate: none

@@ -234,18 +234,20 @@ def _ceiling(plan: pd.DataFrame, split: str) -> float | None:
     return round(mean_pearson(p[["y_" + e for e in EMOTIONS]].to_numpy(), p[["label_" + e for e in EMOTIONS]].to_numpy()), 4)
 
 
-def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: bool = True, **overrides) -> dict:
+def generate(out: str | Path, preset: str = "tiny", seed: int = 0, progress: bool = True, workers: int = 0,
+             **overrides) -> dict:
     """Write the synthetic dataset ``preset`` (with knob ``overrides``) under ``out``; return its summary.
 
     Writes only into a new or empty folder, or one this generator started for the same preset, seed
     and knobs (`eri.data.synthetic.claim`): a user's own data is never overwritten. Resumable: videos
     whose four ``.npz`` files exist are skipped. Anything else is refused (`ConfigError`).
-    A ``*-faces`` preset writes face videos instead (`eri.data.synthetic.faces`).
+    A ``*-faces`` preset writes face videos instead (`eri.data.synthetic.faces`), rendered in ``workers``
+    processes when > 1 (feature presets are written in one: their cost is small).
     """
     if preset in FACE_KNOBS:
         from eri.data.synthetic.faces import generate_faces
 
-        return generate_faces(out, preset, seed, progress, **overrides)
+        return generate_faces(out, preset, seed, progress, workers, **overrides)
     knobs = resolve_preset(preset, **overrides)
     seed = int(seed)
     out = Path(out)
