@@ -174,6 +174,7 @@ class Search:
         import optuna
 
         from eri.training.run import train
+        from eri.training.skeleton import return_freed_memory
 
         self._current = trial
         self.lock.release()  # the trial is registered: other workers may count and start theirs
@@ -194,6 +195,8 @@ class Search:
         except Exception as e:  # recorded with the trial; the study goes on (optimize(catch=...))
             trial.set_user_attr("error", mask_secrets(f"{type(e).__name__}: {e}")[:2000])
             raise
+        finally:
+            return_freed_memory()  # a worker runs trial after trial: each starts from the same memory
 
     def _interrupted(self, study) -> None:
         """Ctrl-C during a trial: fail it now and enqueue a retry (heartbeats cover a killed worker)."""

@@ -55,6 +55,7 @@ def cached_train(cfg: DictConfig, runs: str | Path, quiet: bool = False) -> tupl
     sharing ``runs`` take a lock per key, so one trains while the others wait and then read it.
     ``quiet``: the run prints no table of its own (`eri.training.run.train`)."""
     from eri.training.run import train
+    from eri.training.skeleton import return_freed_memory
 
     out = Path(runs) / run_key(cfg)
     done = out / METRICS
@@ -69,6 +70,7 @@ def cached_train(cfg: DictConfig, runs: str | Path, quiet: bool = False) -> tupl
         metrics = train(cfg, quiet=quiet)
         metrics["train_seconds"] = round(time.perf_counter() - t, 1)
         atomic_write_json(done, metrics)  # rewritten with the time it took
+    return_freed_memory()  # the next run of this process starts from the memory this one held before it
     return metrics, True, out
 
 

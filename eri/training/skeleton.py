@@ -81,6 +81,21 @@ def configure_cpu(cfg: DictConfig) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
 
 
+def return_freed_memory() -> None:
+    """Hand the C heap's freed pages back to the OS after a run (glibc's ``malloc_trim``; nothing where the
+    C library lacks it). A process that trains run after run (ablation tables, worlds, ensembles, a search
+    worker) otherwise keeps every run's freed tensors as heap: one demo run left RSS at 3.1 GB, 0.9 GB after
+    the trim, and an ablation process was OOM-killed at 13.5 GB after 16 runs without it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl builds without it): the OS keeps what it has
+        pass
+
+
 @contextlib.contextmanager
 def isolated_rng():
     """The global random states (Python, NumPy, torch CPU) are restored after the block, so preparing data
