@@ -10,8 +10,8 @@ Memory modes (the encoder's knobs): ``all`` (every frame with gradients), ``fram
 (``train_frames``: K random frames per video with gradients, the rest without), ``checkpoint``
 (``checkpoint_frames``: every frame, the CNN recomputed in backward) and ``score`` (no grad, every frame).
 
-Each mode runs in a fresh process (`eri.benchmarks.scale.run_measured`: its own peak RSS, from wait4 through a bare launcher), so
-memory is per mode; ``rss_growth_mb`` is the peak over the process's state just before the first step
+Each mode runs in a fresh process (`eri.benchmarks.scale.run_measured`: its own peak RSS, from wait4 through
+a bare launcher), so memory is per mode; ``rss_growth_mb`` is the peak over the process's state just before the first step
 (model and inputs built). FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add
 is 2 FLOPs, as GPU peaks count them) during the untimed warm-up step, and per frame through the MMA net
 on a few probe frames (with and without gradients), which also gives the bytes autograd saves per frame:
@@ -141,13 +141,12 @@ def _train(cfg, task, encoder, batch: dict, steps: int) -> dict:
     import tempfile
     import warnings
 
+    import torch
     from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader
     from torch.utils.flop_counter import FlopCounterMode
 
     from eri.training.skeleton import build_trainer
-
-    import torch
 
     seen = {"t": [], "cpu": [], "grad_frames": [], "flops": 0.0}
 
@@ -217,9 +216,10 @@ def measure(size: str, mode: str, batch: int, length: int, frames: int, steps: i
     est = batch * grad_frames * costs["saved_bytes"]
     if enc.checkpoint_frames:  # one chunk's activations at a time, plus every chunk's input pixels
         est = min(enc.chunk, batch * frames) * costs["saved_bytes"] + batch * frames * side * side * 3 * 4
-    row = {"device": torch.cuda.get_device_name() if gpu else "cpu", "size": size, "mode": mode, "batch": batch, "length": length, "frames": frames, "crop": side,
-           "train_frames": enc.train_frames, "checkpoint_frames": enc.checkpoint_frames, "steps": steps,
-           "threads": threads, "grad_frames_per_video": grad_frames,
+    row = {"device": torch.cuda.get_device_name() if gpu else "cpu", "size": size, "mode": mode, "batch": batch,
+           "length": length, "frames": frames, "crop": side, "train_frames": enc.train_frames,
+           "checkpoint_frames": enc.checkpoint_frames, "steps": steps, "threads": threads,
+           "grad_frames_per_video": grad_frames,
            "est_activation_mb": round(est / 2**20, 1),
            "saved_mb_per_grad_frame": round(costs["saved_bytes"] / 2**20, 3),
            "gflops_per_grad_frame": _sig(costs["grad_flops"] / 1e9),
@@ -247,7 +247,8 @@ def measure(size: str, mode: str, batch: int, length: int, frames: int, steps: i
             "train_videos_per_s": None if mode == "score" else round(speed, 3),
             "score_videos_per_s": round(speed, 3) if mode == "score" else None,
             "videos_per_cpu_s": round(batch * steps / res["cpu_seconds"], 3),
-            ("gpu_growth_mb" if gpu else "rss_growth_mb"): round(growth / 2**20), "gflops_per_video": _sig(res["flops"] / batch / 1e9),
+            ("gpu_growth_mb" if gpu else "rss_growth_mb"): round(growth / 2**20),
+            "gflops_per_video": _sig(res["flops"] / batch / 1e9),
             "note": "" if exact else "peak mark not resettable: rss growth is over the earlier peak"}
 
 

@@ -29,7 +29,7 @@ def _run(argv=None, prog=None) -> int:
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="size and knobs (default: tiny)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0,
-                    help="render face videos (*-faces presets) in N processes: the same files, N times sooner")
+                    help="render face videos (*-faces presets) in N processes: the same files")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--proxy", action="store_true", help="also run the ridge mean-vs-peak pooling check")
     args = ap.parse_args(argv)

@@ -76,9 +76,13 @@ def configure_cpu(cfg: DictConfig) -> None:
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_flush_denormal(bool(t.flush_denormal))
-    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and isinstance(t.devices, int) and t.devices > 1:
+    if not on_gpu(t) and isinstance(t.devices, int) and t.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
+
+
+def on_gpu(t) -> bool:
+    """Whether the run's ``trainer`` section puts it on a CUDA GPU (``auto`` finds one when torch sees one)."""
+    return t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
 
 
 def return_freed_memory() -> None:
@@ -216,8 +220,7 @@ def trainer_determinism(t) -> bool | str:
     RuntimeError: deterministic kernels wherever torch has them, a warning elsewhere."""
     if not t.deterministic:
         return False
-    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
-    return "warn" if gpu else True
+    return "warn" if on_gpu(t) else True
 
 
 def build_trainer(cfg: DictConfig, out: Path, callbacks=(), **overrides) -> L.Trainer:

@@ -28,9 +28,12 @@ knobs); resumable (videos already written are skipped); only a new or empty fold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -185,19 +188,11 @@ def generate_faces(out: str | Path, preset: str = "tiny-faces", seed: int = 0, p
 
         bar = tqdm(total=len(plan), desc=f"synthetic {preset}", unit="video")
     t0, done = time.time(), []
-    rows = plan.to_dict("records")
-    if int(workers) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        from functools import partial
-
-        with ProcessPoolExecutor(int(workers)) as pool:  # map keeps the plan's order
-            for res in pool.map(partial(_write_one, knobs=knobs, face=face, mix=mix, seed=seed, out=out), rows):
-                done.append(res)
-                if bar is not None:
-                    bar.update(1)
-    else:
-        for row in rows:
-            done.append(_write_one(row, knobs, face, mix, seed, out))
+    write = partial(_write_one, knobs=knobs, face=face, mix=mix, seed=seed, out=out)
+    parallel = int(workers) > 1
+    with ProcessPoolExecutor(int(workers)) if parallel else contextlib.nullcontext() as pool:
+        for res in (pool.map if parallel else map)(write, plan.to_dict("records")):  # both keep the plan's order
+            done.append(res)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
