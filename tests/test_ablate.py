@@ -206,6 +206,21 @@ def test_mma_e2e_table_frozen_row_is_regime_1s_path(e2e_table):
     torch.testing.assert_close(feats, torch.as_tensor(raw[ok], dtype=torch.float32), rtol=0, atol=2e-3)
 
 
+def test_mma_e2e_batchnorm_shift_measures_training_mode_against_the_checkpoint(e2e_table, tmp_path):
+    """`eri benchmark e2e-batchnorm` on the table's checkpoint and crops: training-mode BatchNorm moves the
+    outputs (shift > 0, correlation < 1) over every valid frame of the videos asked for; no crops: one line."""
+    from eri.benchmarks.e2e import batchnorm_shift
+    from eri.data.crops import read_crops
+    from eri.errors import InputError
+
+    out, _, _ = e2e_table
+    ckpt = next((out / "runs" / "000-e2e").glob("mma-*/checkpoints/best-*.ckpt"))
+    res = batchnorm_shift(out / "faces", ckpt, videos=3, chunk=64)
+    ids = FeatureStore(out / "faces").index("crops")["File_ID"].astype(str).tolist()[:3]
+    assert res["videos"] == 3 and res["frames"] == sum(int(read_crops(out / "faces", "crops", v)[1].sum()) for v in ids)
+    assert res["shift_sd"] > 0.01 and -1 <= res["frame_corr"] < 0.999 and -1 <= res["video_mean_corr"] <= 1
+
+
 def test_mma_e2e_table_real_preset_names_what_is_missing(e2e_table, tmp_path):
     from eri.errors import ConfigError
 

@@ -78,6 +78,36 @@ def test_mma_e2e_trains_when_a_step_leaves_one_frame_for_batchnorm():
     enc.train()(x, n).sum().backward()
 
 
+def test_mma_e2e_frozen_batchnorm_trains_the_net_on_the_checkpoints_statistics():
+    """batchnorm: frozen: in training the RNN reads exactly what it reads at scoring (the statistics regime
+    1's features were computed with), none of them moves, and the weights still get gradients. batch
+    (PyTorch's training mode) reads other features and moves the statistics; auto is batch from scratch."""
+    src = _enc().eval()
+    bns = lambda e: [m for m in e.mma.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns(src):  # statistics unlike a batch's, as a checkpoint's of other images are
+        m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    x, n = _pixels([12, 7])
+    with torch.no_grad():
+        want = src.frame_features(x, n)
+    enc = _enc(batchnorm="frozen")
+    enc.load_state_dict(src.state_dict())
+    enc.train()
+    running = [m.running_mean.clone() for m in bns(enc)]
+    feats = enc.frame_features(x, n)
+    torch.testing.assert_close(feats.detach(), want, atol=1e-5, rtol=0)
+    feats.sum().backward()
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(running, bns(enc)))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.mma.backbone.parameters())
+    assert all(m.weight.grad is not None for m in bns(enc))  # the affine weights learn
+    batch = _enc(batchnorm="batch")
+    batch.load_state_dict(src.state_dict())
+    assert (batch.train().frame_features(x, n) - want).abs().max() > 0.1
+    assert any(not torch.equal(a, m.running_mean) for a, m in zip(running, bns(batch)))
+    assert _enc(batchnorm="auto").frozen_stats is False and enc.frozen_stats is True  # no mma_checkpoint
+    with pytest.raises(ValueError, match="batchnorm must be one of batch, frozen, auto"):
+        _enc(batchnorm="eval")
+
+
 def test_mma_e2e_padding_invariance():
     enc = _enc().eval()
     x, n = _pixels([20, 6])

@@ -390,3 +390,46 @@ def report(rows: list[dict], utilisation: float, threads: int, steps: int, devic
         lines += ["", "Measured on this GPU (rates above, scaled to Hume-Reaction's mean frames by FLOPs; data "
                       "loading not included):", "", measured.to_markdown(index=False, floatfmt=".4g")]
     return "\n".join([*lines, "", *h200_memory(rows)])
+
+
+def batchnorm_shift(root, mma_checkpoint, videos: int = 16, chunk: int = 128, stream: str = "crops") -> dict:
+    """How far BatchNorm's training mode moves a checkpoint's per-frame outputs (``eri benchmark
+    e2e-batchnorm``; why encoder ``mma_rnn`` has ``batchnorm``): the first ``videos`` videos of the crops
+    stream under ``root`` as one batch, run through the MMA net as the encoder runs its frames without
+    gradients (chunks of ``chunk`` frames), in eval mode (the checkpoint's running statistics: what regime 1
+    extracts) and in training mode (each chunk's statistics: ``batchnorm: batch``). Returns the mean
+    |train - eval| over the eval outputs' standard deviation (averaged over the 26 outputs), the median
+    per-output correlation of the two, and the same correlation of per-video means."""
+    import numpy as np
+    import torch
+
+    from eri.data.crops import read_crops
+    from eri.data.store import FeatureStore
+    from eri.io import load_torch
+    from eri.models.e2e import MMARNN
+    from eri.models.mma import CHECKPOINT_KEY
+
+    store = FeatureStore(root)
+    ids = store.index(stream)["File_ID"].astype(str).tolist()[:videos]
+    clips = [read_crops(store, stream, v) for v in ids]
+    clips = [p[ok] for p, ok, _ in clips if ok.any()]
+    if not clips:
+        raise InputError(f"{root}: stream {stream} has no frames with a face in its first {videos} videos")
+    side = clips[0].shape[1]
+    x = torch.zeros(len(clips), max(map(len, clips)), side * side * 3)
+    for i, p in enumerate(clips):
+        x[i, : len(p)] = torch.from_numpy(p.reshape(len(p), -1)).float()
+    lengths = torch.tensor([len(p) for p in clips])
+    net = load_torch(mma_checkpoint, "MMA checkpoint")[CHECKPOINT_KEY]
+    net["backbone"].pop("pretrained", None)
+    enc = MMARNN(side * side * 3, mma=net, chunk=chunk, mma_checkpoint=str(mma_checkpoint), max_len=x.shape[1])
+    with torch.no_grad():
+        a = enc.eval().frame_features(x, lengths)
+        b = enc.train().frame_features(x, lengths)
+    valid = torch.arange(x.shape[1])[None] < lengths[:, None]
+    fa, fb = a[valid].numpy(), b[valid].numpy()
+    corr = lambda u, v: float(np.median([np.corrcoef(u[:, k], v[:, k])[0, 1] for k in range(u.shape[1])]))
+    ma = np.stack([a[i, :n].numpy().mean(0) for i, n in enumerate(lengths)])
+    mb = np.stack([b[i, :n].numpy().mean(0) for i, n in enumerate(lengths)])
+    return {"videos": len(clips), "frames": int(valid.sum()), "shift_sd": float((np.abs(fa - fb).mean(0) / fa.std(0)).mean()),
+            "frame_corr": corr(fa, fb), "video_mean_corr": corr(ma, mb)}

@@ -85,6 +85,12 @@ def _run(argv=None, prog=None) -> int:
     ee.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: on the GPU as training runs there (bf16 autocast, channels_last), GPU memory")
     ee.add_argument("--out", help="default: benchmarks/out/e2e_throughput_<device>.csv")
+    bn = sub.add_parser("e2e-batchnorm", help="how far BatchNorm's training mode moves an MMA checkpoint's outputs "
+                                              "on a crops stream (why mma_rnn has batchnorm: frozen)")
+    bn.add_argument("--data-root", required=True, help="a dataset root with a crops stream (features/crops)")
+    bn.add_argument("--mma-checkpoint", required=True, help="a tools/train_mma.py checkpoint")
+    bn.add_argument("--videos", type=int, default=16, help="the first N videos of the stream, as one batch")
+    bn.add_argument("--chunk", type=int, default=128, help="frames per CNN chunk (mma_rnn's chunk)")
     sc = sub.add_parser("scale", help="memory and speed at Hume-Reaction scale (extraction and training)")
     sc.add_argument("kind", choices=["extract-memory", "extract-speed", "train"])
     sc.add_argument("--folder", default="benchmarks/out/scale", help="generated videos and stores go here")
@@ -166,6 +172,15 @@ def _run(argv=None, prog=None) -> int:
         out = args.out or f"benchmarks/out/e2e_throughput_{args.device}.csv"
         atomic_write_text(Path(out), pd.DataFrame(rows).to_csv(index=False))
         print("\n" + report(rows, args.utilisation, args.threads, args.steps, args.device) + f"\n\nwritten: {out}")
+        return 0
+
+    if args.what == "e2e-batchnorm":
+        from eri.benchmarks.e2e import batchnorm_shift
+
+        res = batchnorm_shift(args.data_root, args.mma_checkpoint, args.videos, args.chunk)
+        print(f"{res['videos']} videos, {res['frames']} frames: training-mode BatchNorm moves the outputs by "
+              f"{res['shift_sd']:.2f} standard deviations (mean over outputs); median per-output correlation with "
+              f"the checkpoint's (eval) outputs {res['frame_corr']:.2f}, of per-video means {res['video_mean_corr']:.2f}")
         return 0
 
     if args.what == "ensemble":

@@ -22,6 +22,16 @@ Why this shape:
 - ``backbone_lr_scale``: the MMA net's own learning rate (lr x scale), a second optimiser group
   (`param_group`, read by `eri.training.task`); ``freeze_backbone_epochs``: the MMA net is frozen (no
   gradient, BatchNorm in eval mode) for the first epochs (`set_epoch`, called by the task).
+- ``batchnorm``: how the MMA net's BatchNorm layers normalise while it trains. ``batch`` (PyTorch's
+  training mode): each chunk's own statistics, and the running ones drift towards them. ``frozen``: the
+  running statistics (the checkpoint's) in training as at scoring, never updated; the affine weights still
+  learn, as detectron2's FrozenBatchNorm2d. ``auto``: ``frozen`` with an ``mma_checkpoint``, ``batch``
+  without (from scratch there are no statistics to keep). Paper 000 does not say. Measured on small-faces
+  with the table's checkpoint: in training mode the chunk statistics of ERI face crops (the frames of one or
+  two videos, not the MMA images the statistics came from) put the 26 outputs 10.6 standard deviations away
+  from the checkpoint's, which regime 1's RNN was trained on (median per-output correlation 0.49), so
+  ``batch`` discards the initialisation in the first epoch; ``frozen`` keeps what the RNN reads in training
+  equal to what it reads at scoring (tested).
 - On a GPU the CNN runs under bf16 autocast in channels_last.
 - ``aux_mma_weight`` > 0 keeps the MMA multi-task loss as an auxiliary term (paper 000 trains the CNN on
   it), so fine-tuning on the ERI loss does not wash out the affect heads the RNN reads. ERI videos carry
@@ -33,10 +43,11 @@ Why this shape:
   module and mixing sampler, started on the first call; its own CPU random stream, seeded by that config's
   ``seed`` plus the DDP rank, so the ERI path draws the same numbers with or without it), runs this very
   MMA net on it and returns weight x `MMALoss`; the task adds it to the ERI loss and logs ``train/aux``.
-  While the net is frozen the term would have no gradient: nothing is drawn and it is 0. Its BatchNorm
-  statistics see both image sources (ERI crops and MMA images). A model built under `weights_follow` (a
-  model file, prediction) has no auxiliary term and never reads the config. A resumed run restarts the
-  stream. The images and loss are `eri.mma.auxiliary` (imported by name at first use: eri.mma imports eri.models).
+  While the net is frozen the term would have no gradient: nothing is drawn and it is 0. With ``batchnorm:
+  batch`` its BatchNorm statistics see both image sources (ERI crops and MMA images). A model built under
+  `weights_follow` (a model file, prediction) has no auxiliary term and never reads the config. A resumed
+  run restarts the stream. The images and loss are `eri.mma.auxiliary` (imported by name at first use:
+  eri.mma imports eri.models).
 
 A step that is not a square RGB image (D != 3 S^2) is read as a one-row grey strip (repeated to 3
 channels), so the encoder also runs on any per-step vector: the shared encoder tests feed 5- and 6-d steps.
@@ -96,7 +107,7 @@ class MMARNN(nn.Module):
                  max_len: int = 480, fc_dim: int = 32, rnn: str = "gru", rnn_layers: int = 1, mask: bool = True,
                  routing: bool = True, long_videos: str = "subsample", fc_activation: str = "relu",
                  train_frames: int = 0, checkpoint_frames: bool = False, chunk: int = 128,
-                 freeze_backbone_epochs: int = 0, backbone_lr_scale: float = 0.1,
+                 freeze_backbone_epochs: int = 0, backbone_lr_scale: float = 0.1, batchnorm: str = "batch",
                  mma_checkpoint: str | None = None, rnn_from_run: str | None = None,
                  aux_mma_weight: float = 0.0, aux_mma_config: str | None = None, aux_mma_batch_size: int | None = None):
         super().__init__()
@@ -104,6 +115,8 @@ class MMARNN(nn.Module):
 
         if features not in ("outputs26", "backbone"):
             raise ValueError(f"features must be 'outputs26' or 'backbone', got {features!r}")
+        if batchnorm not in BATCHNORM:
+            raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM)}, got {batchnorm!r}")
         if train_frames < 0 or chunk < 1 or freeze_backbone_epochs < 0 or backbone_lr_scale < 0:
             raise ValueError("train_frames, freeze_backbone_epochs, backbone_lr_scale >= 0 and chunk >= 1")
         side = math.isqrt(in_dim // 3)
@@ -119,6 +132,7 @@ class MMARNN(nn.Module):
         self.out_dim = self.rnn.out_dim
         self.register_buffer("feat_mean", torch.zeros(width))  # the regime-1 run's standardisation (rnn_from_run)
         self.register_buffer("feat_std", torch.ones(width))
+        self.frozen_stats = batchnorm == "frozen" or (batchnorm == "auto" and bool(mma_checkpoint))
         self.frozen = self.freeze_backbone_epochs > 0
         self.grad_frames = 0  # frames that passed the CNN with gradients in the last forward (tests, memory)
         self._channels_last = False
@@ -178,6 +192,8 @@ class MMARNN(nn.Module):
         super().train(mode)
         if self.frozen:
             self.mma.eval()  # frozen: BatchNorm's running statistics stay as loaded
+        elif self.frozen_stats:
+            _batchnorm_layers(self.mma, eval_mode=True)  # batchnorm: frozen (module docstring)
         return self
 
     def param_group(self, lr: float) -> dict:
@@ -277,12 +293,22 @@ class MMARNN(nn.Module):
         return self.aux_mma_weight * loss
 
 
+BATCHNORM = ("batch", "frozen", "auto")  # the ``batchnorm`` option (module docstring)
+
+
+def _batchnorm_layers(net: nn.Module, eval_mode: bool) -> list:
+    """Put the net's BatchNorm layers that are in the other mode into eval (running statistics, none
+    updated) or training mode; -> the layers switched."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training == eval_mode]
+    for m in bns:
+        m.train(not eval_mode)
+    return bns
+
+
 @contextlib.contextmanager
 def _batchnorm_eval(net: nn.Module):
     """The net's BatchNorm layers in eval mode (running statistics, none updated) inside the block."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    for m in bns:
-        m.eval()
+    bns = _batchnorm_layers(net, eval_mode=True)
     try:
         yield
     finally:
