@@ -405,9 +405,8 @@ def batchnorm_shift(root, mma_checkpoint, videos: int = 16, chunk: int = 128, st
 
     from eri.data.crops import read_crops
     from eri.data.store import FeatureStore
-    from eri.io import load_torch
     from eri.models.e2e import MMARNN
-    from eri.models.mma import CHECKPOINT_KEY
+    from eri.models.mma import read_mma_checkpoint
 
     store = FeatureStore(root)
     ids = store.index(stream)["File_ID"].astype(str).tolist()[:videos]
@@ -420,9 +419,7 @@ def batchnorm_shift(root, mma_checkpoint, videos: int = 16, chunk: int = 128, st
     for i, p in enumerate(clips):
         x[i, : len(p)] = torch.from_numpy(p.reshape(len(p), -1)).float()
     lengths = torch.tensor([len(p) for p in clips])
-    net = load_torch(mma_checkpoint, "MMA checkpoint")[CHECKPOINT_KEY]
-    net["backbone"].pop("pretrained", None)
-    enc = MMARNN(side * side * 3, mma=net, chunk=chunk, mma_checkpoint=str(mma_checkpoint), max_len=x.shape[1])
+    enc = MMARNN(side * side * 3, mma=read_mma_checkpoint(mma_checkpoint)[0], chunk=chunk, mma_checkpoint=str(mma_checkpoint), max_len=x.shape[1])
     with torch.no_grad():
         a = enc.eval().frame_features(x, lengths)
         b = enc.train().frame_features(x, lengths)

@@ -212,11 +212,9 @@ def create_mma(spec: dict) -> MMANet:
 CHECKPOINT_KEY = "mma_model"  # the architecture spec inside a train_mma checkpoint
 
 
-def load_mma(path, map_location="cpu") -> MMANet:
-    """A ``tools/train_mma.py`` checkpoint (best-*.ckpt / last.ckpt) -> MMANet in eval mode.
-
-    The architecture is rebuilt from the spec the checkpoint carries (``mma_model``); a backbone's
-    ``pretrained`` file is not needed again (the trained weights replace it)."""
+def read_mma_checkpoint(path, map_location="cpu") -> tuple[dict, dict]:
+    """A ``tools/train_mma.py`` checkpoint -> (its architecture spec without the backbone's ``pretrained``
+    file, which the trained weights replace; the checkpoint). WeightsError / CheckpointError in one line."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(
@@ -227,7 +225,16 @@ def load_mma(path, map_location="cpu") -> MMANet:
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a train_mma checkpoint (no '{CHECKPOINT_KEY}' architecture spec / 'state_dict')")
     spec = dict(ckpt[CHECKPOINT_KEY])
-    spec["backbone"] = {**spec["backbone"], **({"pretrained": None} if "pretrained" in spec["backbone"] else {})}
+    spec["backbone"] = {k: v for k, v in spec["backbone"].items() if k != "pretrained"}
+    return spec, ckpt
+
+
+def load_mma(path, map_location="cpu") -> MMANet:
+    """A ``tools/train_mma.py`` checkpoint (best-*.ckpt / last.ckpt) -> MMANet in eval mode.
+
+    The architecture is rebuilt from the spec the checkpoint carries (``mma_model``); a backbone's
+    ``pretrained`` file is not needed again (the trained weights replace it)."""
+    spec, ckpt = read_mma_checkpoint(path, map_location)
     model = create_mma(spec)
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:

@@ -83,8 +83,7 @@ MMA_TRAINING = {"tiny": ["data.synthetic=tiny", "trainer.max_epochs=1"], "hume-s
 def prepare(table, preset: str, seeds: int, runs, extra: list, data_root, inputs: dict, progress=print):
     """Make what the rows share (module docstring) -> ``fill(overlay, seed)``, the overlay with its
     placeholders replaced. ConfigError (one line) when ``real`` lacks the checkpoint or the crops."""
-    from eri.io import load_torch
-    from eri.models.mma import CHECKPOINT_KEY
+    from eri.models.mma import read_mma_checkpoint
     from eri.search.ablate import resolve
     from eri.training.cache import cached_train
 
@@ -96,8 +95,7 @@ def prepare(table, preset: str, seeds: int, runs, extra: list, data_root, inputs
         raise ConfigError(f"table {NAME}: MMA checkpoint {ckpt} not found (--mma-checkpoint)")
     progress(f"{NAME}: preparing the MMA checkpoint, the face crops, regime 1's stream and runs")
     ckpt = Path(ckpt) if ckpt else train_mma_cached(preset, Path(runs) / NAME)
-    net = json.loads(json.dumps(load_torch(ckpt, "MMA checkpoint")[CHECKPOINT_KEY]))
-    net["backbone"].pop("pretrained", None)  # as load_mma: the trained weights replace it
+    net = json.loads(json.dumps(read_mma_checkpoint(ckpt)[0]))
     subs = {MMA_CKPT: str(ckpt), MMA_NET: net, MMA_STREAM: f"mma_{weights_hash(ckpt)}"}
     rows = {r.name: r for r in table.rows}
 
