@@ -114,3 +114,6 @@ def test_a_rerun_trains_nothing_and_a_shard_trains_its_share(tiny_worlds, capsys
     rows = pd.read_csv(base / "out" / "worlds.csv")
     assert list(rows["model"]) == ["demo", "previous demo", rows["model"][2], "mean pooling", "masked RNN (mma)"]
     assert list(pd.read_csv(base / "out" / "worlds_paired.csv")["b"]) == [rows["model"][2], "previous demo"]
+    # one seed is the demo itself, not an ensemble: no such row, no "ensemble - demo" of exactly 0
+    assert main(argv[:4] + ["1"] + argv[5:] + ["--only", "hume", "--no-train"]) == 0
+    assert list(pd.read_csv(base / "out" / "worlds.csv")["model"]) == list(rows["model"])

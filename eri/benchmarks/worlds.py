@@ -133,7 +133,8 @@ def _score(pred: np.ndarray, y: np.ndarray) -> dict:
 def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dict], list[dict]]:
     """The rows and the paired comparisons of one world from its runs (row name -> run dir). A model whose
     runs are not all there (``--no-train``: not trained yet) is left out, and so are its comparisons: the best
-    single stream needs all four, the ensemble every seed; a world without its demo has no rows."""
+    single stream needs all four, the ensemble every seed (and two at least); a world without its demo has no
+    rows."""
     from eri.runs import open_run
     from eri.training.metrics import paired_bootstrap
 
@@ -154,8 +155,8 @@ def world_table(world: str, runs: dict[str, Path], seeds: int) -> tuple[list[dic
             single = max((f"{s} only" for s in STREAMS), key=lambda n: val[n])  # chosen on val, scored on test
             label, pred, v = f"best single stream ({single.split()[0]})", test[single], val[single]
         elif name == "ensemble":
-            if not all(f"demo seed {s}" in test for s in range(seeds)):
-                continue
+            if seeds < 2 or not all(f"demo seed {s}" in test for s in range(seeds)):
+                continue  # a one-seed ensemble is the demo itself
             label, pred, v = f"ensemble ({seeds} seeds)", np.mean([test[f"demo seed {s}"] for s in range(seeds)], axis=0), None
         else:
             key = "demo seed 0" if name == "demo" else name
